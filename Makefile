@@ -1,0 +1,50 @@
+# collective.plonecelery: the two commands are `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+SENTINEL := $(VENV)/.installed
+
+.PHONY: install run test test-unit test-integration lint format docs bench constraints clean
+
+$(SENTINEL): setup.py constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip setuptools wheel -c constraints.txt
+	$(BIN)/pip install -q -e '.[test,docs]' -c constraints.txt
+	touch $(SENTINEL)
+
+install: $(SENTINEL)
+
+## Run ZEO + Plone (with the add-on) + a Celery worker + a demo blog, on an embedded SQLite broker.
+run: install
+	$(BIN)/python -m collective.plonecelery.devserver
+
+## Install and run the whole test suite (unit tests, then integration tests on every broker).
+test: install
+	$(BIN)/python -m pytest tests/unit -p no:cacheprovider
+	PLONECELERY_TEST_BROKER=sqlite $(BIN)/python -m pytest tests/integration -p no:cacheprovider
+	PLONECELERY_TEST_BROKER=redis $(BIN)/python -m pytest tests/integration -p no:cacheprovider
+	PLONECELERY_TEST_BROKER=amqp $(BIN)/python -m pytest tests/integration -p no:cacheprovider
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit -p no:cacheprovider
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: install
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
+
+docs: install
+	$(BIN)/sphinx-build -q -b html docs docs/_build/html
+
+bench: install
+	$(BIN)/python benchmarks/run.py
+
+constraints:
+	@echo "Rebuild constraints.txt from a clean venv with: pip install -e '.[test,docs]' && pip freeze"
+
+clean:
+	rm -rf $(VENV) var etc

@@ -1,0 +1,63 @@
+from setuptools import find_namespace_packages
+from setuptools import setup
+
+long_description = "\n\n".join(
+    [open("README.rst").read(), open("CHANGES.rst").read()]
+)
+
+setup(
+    name="collective.plonecelery",
+    version="1.0.0a1.dev0",
+    description="Celery under Plone: Zope-aware tasks, a transactional outbox, blog webhooks.",
+    long_description=long_description,
+    long_description_content_type="text/x-rst",
+    classifiers=[
+        "Environment :: Web Environment",
+        "Framework :: Plone",
+        "Framework :: Plone :: 6.2",
+        "Framework :: Plone :: Addon",
+        "Programming Language :: Python :: 3.11",
+        "License :: OSI Approved :: GNU General Public License v2 (GPLv2)",
+    ],
+    keywords="Plone Celery ZEO tasks webhooks",
+    license="GPL version 2",
+    packages=find_namespace_packages("src", include=["collective.*"]),
+    package_dir={"": "src"},
+    include_package_data=True,
+    zip_safe=False,
+    python_requires=">=3.11",
+    install_requires=[
+        "setuptools",
+        "Products.CMFPlone>=6.2",
+        "plone.api",
+        "plone.restapi",
+        "plone.app.dexterity",
+        "ZEO",
+        "celery[redis,sqlalchemy]>=5.5",
+        "kombu>=5.5",
+        "SQLAlchemy",
+        "cryptography",
+        "httpx",
+        "feedparser",
+        "nh3",
+        "standardwebhooks",
+        "waitress",
+    ],
+    extras_require={
+        "test": [
+            "plone.app.testing",
+            "plone.app.contenttypes",
+            "pytest",
+            "pytest-httpserver",
+            "pytest-timeout",
+            "ruff",
+        ],
+        "docs": ["Sphinx"],
+    },
+    entry_points={
+        "z3c.autoinclude.plugin": ["target = plone"],
+        "console_scripts": [
+            "plonecelery = collective.plonecelery.cli:main",
+        ],
+    },
+)

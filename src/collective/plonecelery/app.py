@@ -1,0 +1,71 @@
+"""The Celery application of collective.plonecelery.
+
+Plone processes queue through it; workers run it. Celery's own tools work
+with it unchanged when ``ZOPE_CONF`` points at the instance's ``zope.conf``::
+
+    ZOPE_CONF=etc/zope.conf celery -A collective.plonecelery.app flower
+
+Settings are read when the app is first configured (see ``config.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from importlib.metadata import entry_points
+
+from celery import Celery, signals
+
+from .config import settings_from_environ
+
+logger = logging.getLogger("collective.plonecelery")
+
+#: Entry-point group listing modules whose tasks workers must import.
+TASKS_ENTRY_POINT_GROUP = "plonecelery.tasks"
+
+app = Celery("collective.plonecelery")
+
+
+def task_modules() -> tuple[str, ...]:
+    """Modules named by ``plonecelery.tasks`` entry points, in a stable order."""
+    return tuple(
+        sorted({ep.value for ep in entry_points(group=TASKS_ENTRY_POINT_GROUP)})
+    )
+
+
+def _zope_configured_here() -> bool:
+    import App.config
+
+    return App.config._config is not None
+
+
+def _configure(sender: Celery, **kwargs) -> None:
+    zope_conf = os.environ.get("ZOPE_CONF")
+    if zope_conf and not _zope_configured_here():
+        # `celery -A collective.plonecelery.app ...`: boot Zope first, since
+        # zope.conf's <environment> section may carry CELERY_* settings.
+        from .worker import boot_zope
+
+        boot_zope(zope_conf)
+    settings = settings_from_environ()
+    settings["imports"] = tuple(settings.get("imports") or ()) + task_modules()
+    sender.config_from_object(settings)
+
+
+app.on_configure.connect(_configure, weak=False)
+
+
+@signals.worker_process_init.connect(weak=False)
+def _open_db_after_fork(**kwargs) -> None:
+    from . import worker
+
+    if worker._booted_conf is not None:
+        worker.open_db()
+
+
+@signals.worker_process_shutdown.connect(weak=False)
+@signals.worker_shutdown.connect(weak=False)
+def _close_db(**kwargs) -> None:
+    from . import worker
+
+    worker.close_db()

@@ -1,0 +1,204 @@
+"""Celery settings read from the environment, with safe defaults.
+
+Every ``CELERY_<NAME>`` variable names Celery's lower-case setting ``<name>``
+(``CELERY_BROKER_URL`` -> ``broker_url``) and is typed by Celery's own option
+table. Zope's ``<environment>`` section in ``zope.conf`` lands in ``os.environ``
+before products load, so both sources are read the same way.
+
+Our own settings use the ``PLONECELERY_`` prefix (see ``addon_settings``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from celery.app.defaults import _OPTIONS as CELERY_OPTIONS
+
+logger = logging.getLogger("collective.plonecelery")
+
+PREFIX = "CELERY_"
+
+#: Variables with the CELERY_ prefix that Celery itself reads from the
+#: environment (remote debugger, CLI); they are not settings, so no warning.
+NOT_SETTINGS = frozenset(
+    {
+        "CELERY_RDB_HOST",
+        "CELERY_RDB_PORT",
+        "CELERY_RDBSIG",
+        "CELERY_LOADER",
+        "CELERY_CUSTOM_WORKER_POOL",
+        "CELERY_TRACE_APP",
+        "CELERY_BENCH",
+        "CELERY_BENCH_EVERY",
+    }
+)
+
+#: Our defaults: safe for a Plone site. Anything set in the environment wins.
+DEFAULTS: dict[str, object] = {
+    "broker_url": "sqla+sqlite:///var/celery-broker.sqlite",
+    "result_backend": "db+sqlite:///var/celery-results.sqlite",
+    "task_serializer": "json",
+    "result_serializer": "json",
+    "accept_content": ["json"],
+    "result_accept_content": ["json"],
+    "event_serializer": "json",
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+    "worker_prefetch_multiplier": 1,
+    "broker_connection_retry_on_startup": True,
+    "task_store_eager_result": True,
+    "result_extended": True,
+    "worker_hijack_root_logger": False,
+    "enable_utc": True,
+    "timezone": "UTC",
+    # Redis and SQS redeliver unacknowledged messages after this many seconds,
+    # even while a worker still runs them: keep it above the longest task.
+    "broker_transport_options": {"visibility_timeout": 3600},
+}
+
+
+class ConfigurationError(ValueError):
+    """A setting could not be parsed. The message names the variable."""
+
+
+def _parse_list(value: str) -> list:
+    value = value.strip()
+    if value.startswith("["):
+        parsed = json.loads(value)
+        if not isinstance(parsed, list):
+            raise ValueError("expected a JSON list")
+        return parsed
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on", "y", "t"):
+        return True
+    if lowered in ("0", "false", "no", "off", "n", "f", ""):
+        return False
+    raise ValueError("expected true/false, yes/no, on/off or 1/0")
+
+
+def _parse_dict(value: str) -> dict:
+    parsed = json.loads(value)
+    if not isinstance(parsed, dict):
+        raise ValueError("expected a JSON object")
+    return parsed
+
+
+def _parse_any(value: str) -> object:
+    # Values like broker_use_ssl may be a JSON object or a plain string.
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+PARSERS = {
+    "string": str,
+    "str": str,
+    "int": int,
+    int: int,
+    "float": float,
+    "bool": _parse_bool,
+    "list": _parse_list,
+    "tuple": lambda value: tuple(_parse_list(value)),
+    "dict": _parse_dict,
+    "any": _parse_any,
+    "bytes": lambda value: value.encode("utf-8"),
+}
+
+
+def parse_setting(variable: str, value: str) -> tuple[str, object] | None:
+    """Parse one ``CELERY_*`` variable into ``(setting_name, typed_value)``.
+
+    Returns ``None`` (and logs a warning) for names Celery does not know.
+
+    >>> parse_setting("CELERY_TASK_ALWAYS_EAGER", "true")
+    ('task_always_eager', True)
+    """
+    name = variable[len(PREFIX) :].lower()
+    option = CELERY_OPTIONS.get(name)
+    if option is None:
+        logger.warning(
+            "Ignoring %s: Celery has no setting named %r "
+            "(use the new lower-case names, e.g. CELERY_BROKER_URL).",
+            variable,
+            name,
+        )
+        return None
+    parser = PARSERS.get(option.type, str)
+    try:
+        return name, parser(value)
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(
+            f"Cannot parse {variable}={value!r} as {option.type}: {exc}"
+        ) from exc
+
+
+def settings_from_environ(environ: Mapping[str, str] | None = None) -> dict:
+    """Our defaults updated with every ``CELERY_*`` variable of ``environ``.
+
+    >>> settings_from_environ({"CELERY_BROKER_URL": "redis://localhost:6379/0"})["broker_url"]
+    'redis://localhost:6379/0'
+    """
+    environ = os.environ if environ is None else environ
+    settings = {
+        key: (value.copy() if isinstance(value, (dict, list)) else value)
+        for key, value in DEFAULTS.items()
+    }
+    for variable in sorted(environ):
+        if not variable.startswith(PREFIX) or variable in NOT_SETTINGS:
+            continue
+        parsed = parse_setting(variable, environ[variable])
+        if parsed is not None:
+            name, value = parsed
+            settings[name] = value
+    if "pickle" in settings["accept_content"]:
+        # Accepting pickle lets anyone who can write to the broker run code
+        # in the worker, which has the whole ZODB at hand.
+        raise ConfigurationError(
+            "CELERY_ACCEPT_CONTENT must not contain 'pickle': "
+            "collective.plonecelery only exchanges JSON (or signed 'auth') messages."
+        )
+    return settings
+
+
+@dataclass(frozen=True)
+class AddonSettings:
+    """Settings of collective.plonecelery itself (``PLONECELERY_*``)."""
+
+    #: Public URL of the site as seen by users, for absolute_url() in tasks.
+    server_url: str = "http://localhost:8080"
+    #: How many times a task is retried on ConflictError before it fails.
+    conflict_retries: int = 5
+    #: Base of the exponential back-off between conflict retries (seconds).
+    conflict_backoff: float = 1.0
+    #: Upper bound of one back-off delay (seconds).
+    conflict_backoff_max: float = 60.0
+
+
+def addon_settings(environ: Mapping[str, str] | None = None) -> AddonSettings:
+    """Read ``PLONECELERY_SERVER_URL``, ``PLONECELERY_CONFLICT_RETRIES``, ...
+
+    >>> addon_settings({"PLONECELERY_CONFLICT_RETRIES": "2"}).conflict_retries
+    2
+    """
+    environ = os.environ if environ is None else environ
+    values = {}
+    for field_name, field in AddonSettings.__dataclass_fields__.items():
+        variable = "PLONECELERY_" + field_name.upper()
+        if variable not in environ:
+            continue
+        try:
+            values[field_name] = type(field.default)(environ[variable])
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"Cannot parse {variable}={environ[variable]!r}: {exc}"
+            ) from exc
+    return AddonSettings(**values)

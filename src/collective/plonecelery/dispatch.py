@@ -1,0 +1,126 @@
+"""Send task messages when, and only when, the queuing transaction commits.
+
+Each transaction that queues tasks gets one :class:`PendingMessages`, kept in
+the transaction's own data (``Transaction.data``), with a single after-commit
+hook. Queuing is a list append (plus a dict lookup with ``dedupe=True``): no
+network and no scan over the other tasks, whatever their number.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import transaction
+from kombu.utils.json import dumps
+
+logger = logging.getLogger("collective.plonecelery")
+
+_KEY = "collective.plonecelery.pending"
+
+
+@dataclass
+class Message:
+    """One task call waiting for its transaction to commit."""
+
+    task: Any
+    task_id: str
+    args: list
+    kwargs: dict
+    options: dict = field(default_factory=dict)
+    db: Any = None  # the ZODB the call came from, for eager runs
+
+
+class PendingMessages:
+    """The messages queued in one transaction, sent by its after-commit hook."""
+
+    def __init__(self, txn: transaction.interfaces.ITransaction):
+        self.messages: list[Message] = []
+        self._dedupe: dict[str, Message] = {}
+        txn.addAfterCommitHook(self._after_commit)
+
+    @classmethod
+    def of(cls, txn) -> PendingMessages:
+        try:
+            return txn.data(_KEY)
+        except KeyError:
+            pending = cls(txn)
+            txn.set_data(_KEY, pending)
+            return pending
+
+    def add(self, message: Message, *, dedupe: bool = False) -> str:
+        """Queue ``message``; returns the id of the task that will run it."""
+        if dedupe:
+            key = dumps(
+                [message.task.name, message.args, message.kwargs, message.options],
+                sort_keys=True,
+            )
+            first = self._dedupe.setdefault(key, message)
+            if first is not message:
+                return first.task_id
+        self.messages.append(message)
+        return message.task_id
+
+    def _after_commit(self, committed: bool) -> None:
+        if not committed:
+            return
+        send_all(self.messages)
+
+
+def send_all(messages: list[Message]) -> None:
+    """Send (or, in eager mode, run) ``messages`` now, in order."""
+    if not messages:
+        return
+    app = messages[0].task.app
+    if app.conf.task_always_eager:
+        for message in messages:
+            run_eager(message)
+        return
+    try:
+        with app.producer_or_acquire() as producer:
+            for message in messages:
+                send(message, producer=producer)
+    except Exception:
+        # The transaction is committed; the outbox relay re-sends what is
+        # still pending, so a broker outage must not turn into an error page.
+        logger.warning(
+            "Could not send %d task message(s) after commit; they stay in the "
+            "outbox and are relayed when the broker is reachable",
+            len(messages),
+            exc_info=True,
+        )
+
+
+def send(message: Message, *, producer=None) -> None:
+    """Publish one message to the broker."""
+    message.task.send_message(message, producer=producer)
+
+
+def run_eager(message: Message) -> None:
+    """Run a task at once in a helper thread, as a worker would."""
+    from .worker import eager_database
+
+    def target():
+        with eager_database(message.db):
+            message.task.apply(
+                args=message.args,
+                kwargs=message.kwargs,
+                task_id=message.task_id,
+                headers=message.options.get("headers"),
+                throw=False,
+            )
+
+    # A thread of its own has its own transaction, site, request and
+    # security manager, exactly like a worker, and leaves ours untouched.
+    thread = threading.Thread(
+        target=target, name=f"plonecelery-eager-{message.task_id}"
+    )
+    thread.start()
+    thread.join()
+
+
+def queue(message: Message, *, dedupe: bool = False) -> str:
+    """Queue ``message`` in the current transaction."""
+    return PendingMessages.of(transaction.get()).add(message, dedupe=dedupe)

@@ -1,0 +1,261 @@
+"""The ``task`` decorator and the Celery task class that runs inside Zope.
+
+>>> from collective.plonecelery import task
+>>> @task()
+... def reindex(context, fields=()):
+...     context.reindexObject(idxs=list(fields))
+>>> result = reindex.delay(portal["news"], fields=["Title"])  # doctest: +SKIP
+
+``delay``/``apply_async`` queue the call in the current transaction: the
+message leaves when the transaction commits, never if it aborts. In the worker
+the function runs in its own connection and transaction, in the Plone site it
+was queued from, as the user who queued it.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from typing import Any
+
+import transaction
+from celery import Task
+from celery.utils import uuid
+from celery.utils.time import get_exponential_backoff_interval
+
+from . import references
+from .app import app
+from .config import addon_settings
+from .dispatch import Message, queue, send_all
+
+logger = logging.getLogger("collective.plonecelery")
+
+#: The message header that carries the site and the user.
+HEADER = "plonecelery"
+
+
+def _retryable_errors() -> tuple[type[BaseException], ...]:
+    # Conflicts and a ZEO server that went away (it reconnects by itself)
+    # are transient: the task is retried in a fresh transaction.
+    from ZEO.Exceptions import ClientDisconnected
+    from ZODB.POSException import ConflictError
+
+    return (ConflictError, ClientDisconnected)
+
+
+def current_site_path(site: Any = None) -> str:
+    """Physical path of ``site``, or of the Plone site set up for this request."""
+    if site is None:
+        from zope.component.hooks import getSite
+
+        site = getSite()
+    if isinstance(site, str):
+        return site
+    if site is None or not hasattr(site, "getPhysicalPath"):
+        raise RuntimeError(
+            "No Plone site is set up: queue tasks from a request or script "
+            "inside a site (zope.component.hooks.setSite), or pass site=."
+        )
+    return "/".join(site.getPhysicalPath())
+
+
+def current_user() -> tuple[str | None, bool]:
+    """``(user id or None for Anonymous, unrestricted)`` of the queuing code."""
+    from AccessControl.SecurityManagement import getSecurityManager
+    from AccessControl.users import UnrestrictedUser
+
+    user = getSecurityManager().getUser()
+    if user is None:
+        return None, False
+    userid = user.getId()
+    # Code running as the system user (scripts, as_admin tasks) queues tasks
+    # that are just as privileged, not tasks that fail as an unknown user.
+    return userid, isinstance(user, UnrestrictedUser)
+
+
+class ZopeTask(Task):
+    """A Celery task that runs in a Plone site, in one ZODB transaction."""
+
+    #: Run as an unrestricted user (``@task.as_admin()``).
+    unrestricted = False
+
+    @cached_property
+    def addon_settings(self):
+        return addon_settings()
+
+    # -- queuing (Plone side) ---------------------------------------------
+
+    def apply_async(
+        self,
+        args=None,
+        kwargs=None,
+        *,
+        run_as: str | None = None,
+        without_transaction: bool = False,
+        dedupe: bool = False,
+        site: Any = None,
+        **options,
+    ):
+        """Queue a call; sent when the current transaction commits.
+
+        ``run_as`` (trusted code only): run as this user id instead of the
+        current one. ``without_transaction``: send now. ``dedupe``: identical
+        calls in one transaction become one task, shared by all callers.
+        ``site``: the site (object or path) when none is set up.
+        """
+        headers = dict(options.pop("headers", None) or {})
+        if HEADER not in headers:
+            headers[HEADER] = self._envelope_for_queuing(site=site, run_as=run_as)
+            args, kwargs = references.dump(args or (), kwargs or {})
+        message = Message(
+            task=self,
+            task_id=options.pop("task_id", None) or uuid(),
+            args=list(args or ()),
+            kwargs=dict(kwargs or {}),
+            options={**options, "headers": headers},
+            db=self._queuing_db(site),
+        )
+        if without_transaction:
+            if self.app.conf.task_always_eager:
+                send_all([message])
+            else:
+                self.send_message(message)
+            return self.AsyncResult(message.task_id)
+        return self.AsyncResult(queue(message, dedupe=dedupe))
+
+    def _envelope_for_queuing(self, *, site: Any, run_as: str | None) -> dict:
+        userid, unrestricted = current_user()
+        if run_as is not None:
+            userid, unrestricted = run_as, False
+        return {
+            "site": current_site_path(site),
+            "user": userid,
+            "unrestricted": unrestricted,
+        }
+
+    @staticmethod
+    def _queuing_db(site: Any):
+        if site is None or isinstance(site, str):
+            from zope.component.hooks import getSite
+
+            site = getSite()
+        jar = getattr(site, "_p_jar", None)
+        return jar.db() if jar is not None else None
+
+    def send_message(self, message: Message, *, producer=None):
+        """Publish ``message`` to the broker now (used after commit)."""
+        return super().apply_async(
+            message.args,
+            message.kwargs,
+            task_id=message.task_id,
+            producer=producer,
+            **message.options,
+        )
+
+    # -- running (worker side) --------------------------------------------
+
+    def envelope(self) -> dict | None:
+        """Site and user of the running call, from the message headers."""
+        request = self.request
+        envelope = getattr(request, HEADER, None)
+        if envelope is None:
+            envelope = (getattr(request, "headers", None) or {}).get(HEADER)
+        return envelope
+
+    def __call__(self, *args, **kwargs):
+        envelope = self.envelope()
+        if envelope is None:
+            # Called directly (``reindex(obj)``): plain function call, here.
+            return self.run(*args, **kwargs)
+        from .worker import zope_environment
+
+        retryable = _retryable_errors()
+        try:
+            with zope_environment(
+                site_path=envelope["site"],
+                userid=envelope.get("user"),
+                unrestricted=self.unrestricted or bool(envelope.get("unrestricted")),
+                server_url=self.addon_settings.server_url,
+            ) as site:
+                args, kwargs = references.load(args, kwargs, site=site)
+                result = self.run(*args, **kwargs)
+                transaction.commit()
+                return result
+        except retryable as exc:
+            raise self._retry_after_conflict(exc, envelope)
+
+    def _retry_after_conflict(self, exc: BaseException, envelope: dict):
+        settings = self.addon_settings
+        retries = self.request.retries
+        countdown = get_exponential_backoff_interval(
+            factor=settings.conflict_backoff,
+            retries=retries,
+            maximum=settings.conflict_backoff_max,
+            full_jitter=True,
+        )
+        logger.info(
+            "Task %s[%s] hit %s; retry %d of %d in %ss",
+            self.name,
+            self.request.id,
+            type(exc).__name__,
+            retries + 1,
+            settings.conflict_retries,
+            countdown,
+        )
+        return self.retry(
+            exc=exc,
+            countdown=countdown,
+            max_retries=settings.conflict_retries,
+            headers={HEADER: envelope},
+        )
+
+    def retry(self, *args, **options):
+        # The retry message is sent at once, not at the end of a transaction
+        # (the task's own transaction has been aborted), and keeps the
+        # site and user of the original call.
+        options.setdefault("without_transaction", True)
+        if "headers" not in options:
+            envelope = self.envelope()
+            if envelope is not None:
+                options["headers"] = {HEADER: envelope}
+        return super().retry(*args, **options)
+
+
+class AdminTask(ZopeTask):
+    """A task that runs unrestricted (``@task.as_admin()``)."""
+
+    unrestricted = True
+
+
+class TaskDecorator:
+    """``@task()`` and ``@task.as_admin()``; options go to Celery's ``app.task``."""
+
+    def __call__(self, function=None, **options):
+        """A task that runs as the user who queued it.
+
+        >>> @task(queue="imports", max_retries=5)  # doctest: +SKIP
+        ... def import_post(source_id, remote_id): ...
+
+        ``@task`` without parentheses works too.
+        """
+        if function is not None:
+            return self._decorator(ZopeTask, options)(function)
+        return self._decorator(ZopeTask, options)
+
+    def as_admin(self, **options):
+        """A task that runs unrestricted, whoever queued it."""
+        return self._decorator(AdminTask, options)
+
+    @staticmethod
+    def _decorator(base: type[ZopeTask], options: dict):
+        options.setdefault("base", base)
+
+        def decorate(function):
+            if not callable(function):
+                raise TypeError(f"@task decorates functions, not {function!r}.")
+            return app.task(**options)(function)
+
+        return decorate
+
+
+task = TaskDecorator()
