@@ -14,7 +14,8 @@ import logging
 import os
 from importlib.metadata import entry_points
 
-from celery import Celery, signals
+from celery import Celery
+from celery import signals
 
 from .config import settings_from_environ
 
@@ -28,9 +29,7 @@ app = Celery("collective.plonecelery")
 
 def task_modules() -> tuple[str, ...]:
     """Modules named by ``plonecelery.tasks`` entry points, in a stable order."""
-    return tuple(
-        sorted({ep.value for ep in entry_points(group=TASKS_ENTRY_POINT_GROUP)})
-    )
+    return tuple(sorted({ep.value for ep in entry_points(group=TASKS_ENTRY_POINT_GROUP)}))
 
 
 def _zope_configured_here() -> bool:

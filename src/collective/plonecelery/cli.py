@@ -39,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     options, rest = parse_args(argv)
     if not options.zope_conf:
         print(
-            "plonecelery: no Zope configuration; pass --zope-conf etc/zope.conf "
-            "or set ZOPE_CONF.",
+            "plonecelery: no Zope configuration; pass --zope-conf etc/zope.conf or set ZOPE_CONF.",
             file=sys.stderr,
         )
         return 2
@@ -53,9 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from celery.bin.celery import celery
 
     try:
-        celery.main(
-            args=["-A", APP, *rest], prog_name="plonecelery", standalone_mode=True
-        )
+        celery.main(args=["-A", APP, *rest], prog_name="plonecelery", standalone_mode=True)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 0
     return 0

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 
 import transaction
@@ -114,9 +115,7 @@ def run_eager(message: Message) -> None:
 
     # A thread of its own has its own transaction, site, request and
     # security manager, exactly like a worker, and leaves ours untouched.
-    thread = threading.Thread(
-        target=target, name=f"plonecelery-eager-{message.task_id}"
-    )
+    thread = threading.Thread(target=target, name=f"plonecelery-eager-{message.task_id}")
     thread.start()
     thread.join()
 

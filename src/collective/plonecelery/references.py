@@ -89,9 +89,7 @@ def resolve(ref: dict, *, site: Any) -> Any:
         obj = site.unrestrictedTraverse(path, None)
         if obj is not None and (uid is None or _uid_of(obj) == uid):
             return obj
-    raise UnresolvedReference(
-        f"Content with UID {uid!r} (last seen at {path!r}) no longer exists."
-    )
+    raise UnresolvedReference(f"Content with UID {uid!r} (last seen at {path!r}) no longer exists.")
 
 
 def _load_value(value: Any, site: Any) -> Any:

@@ -26,7 +26,9 @@ from celery.utils.time import get_exponential_backoff_interval
 from . import references
 from .app import app
 from .config import addon_settings
-from .dispatch import Message, queue, send_all
+from .dispatch import Message
+from .dispatch import queue
+from .dispatch import send_all
 
 logger = logging.getLogger("collective.plonecelery")
 

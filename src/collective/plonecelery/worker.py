@@ -166,7 +166,8 @@ def find_user(site, app, userid: str):
 def login(*, site, app, request, userid: str | None, unrestricted: bool) -> None:
     """Make ``userid`` (or Anonymous) the current user; admin if ``unrestricted``."""
     from AccessControl.SecurityManagement import newSecurityManager
-    from AccessControl.SpecialUsers import nobody, system
+    from AccessControl.SpecialUsers import nobody
+    from AccessControl.SpecialUsers import system
     from AccessControl.users import UnrestrictedUser
 
     if unrestricted:
