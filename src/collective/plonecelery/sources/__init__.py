@@ -1,0 +1,1 @@
+"""Blog sources: configuration, guarded HTTP fetching, readers for Ghost, WordPress and feeds."""

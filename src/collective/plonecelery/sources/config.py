@@ -1,0 +1,226 @@
+"""Configuration of one blog source: where to read posts, how webhooks are signed, where posts land.
+
+Usage::
+
+    from collective.plonecelery.sources.config import SourceConfig
+
+    config = SourceConfig.from_dict(stored)   # type-checks, ignores unknown keys
+    config.validate()                         # ValueError with a message saying what to fix
+    config.to_dict()                          # secrets shown as {"set": True/False}
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from collective.plonecelery.webhooks.signatures import RENAMEABLE_HEADER_SCHEMES
+from collective.plonecelery.webhooks.signatures import SCHEMES
+
+KINDS = ("ghost", "wordpress", "feed")
+ON_REMOVE = ("retract", "delete")
+SECRET_FIELDS = ("secret", "api_key", "app_password")
+
+_ID = re.compile(r"[a-z0-9_-]{1,64}")
+_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
+
+
+@dataclass
+class SourceConfig:
+    """One blog source.
+
+    Secrets (``secret``, ``api_key``, ``app_password``) never leave via :meth:`to_dict`.
+    """
+
+    id: str
+    title: str
+    kind: str  # 'ghost' | 'wordpress' | 'feed'
+    api_url: str  # site root for ghost/wordpress, the feed URL for feed
+    api_key: str = ""  # Ghost Content API key
+    username: str = ""  # WordPress user for an application password (optional)
+    app_password: str = ""
+    scheme: str = "standard-webhooks"  # webhook signature scheme, see signatures.SCHEMES
+    secret: str = ""  # webhook signing secret
+    header_name: str = ""  # signature header override (hmac-sha256-base64, websub, github)
+    # True allows unsigned webhooks (scheme 'none') and credentials over plain http.
+    insecure: bool = False
+    target: str = ""  # folder path or UID where posts are created
+    portal_type: str = "News Item"
+    import_user: str = "plonecelery-importer"
+    transition: str = "publish"
+    on_remove: str = "retract"  # 'retract' | 'delete'
+    cdn_hosts: tuple[str, ...] = ()  # extra hosts images may be fetched from
+    allow_private: bool = False  # allow fetching from private/loopback addresses (local test blogs)
+    iframe_hosts: tuple[str, ...] = ("www.youtube.com", "player.vimeo.com")
+    tolerance: int = 300  # seconds a signed webhook timestamp may be off
+
+    @property
+    def api_host(self) -> str:
+        """Lower-case host name of ``api_url`` (no port)."""
+        return (urlsplit(self.api_url).hostname or "").lower()
+
+    @property
+    def allowed_hosts(self) -> tuple[str, ...]:
+        """Hosts fetches may go to: the API host plus the CDN hosts."""
+        hosts = [self.api_host, *(host.lower() for host in self.cdn_hosts)]
+        return tuple(dict.fromkeys(host for host in hosts if host))
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first problem found; return ``None`` if usable."""
+        if not _ID.fullmatch(self.id or ""):
+            raise ValueError(
+                f"source id {self.id!r} must be 1-64 characters of a-z, 0-9, '-' or '_' "
+                "(it appears in webhook URLs)"
+            )
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown source kind {self.kind!r}; valid kinds: {', '.join(KINDS)}")
+        self._validate_url()
+        self._validate_webhook()
+        self._validate_credentials()
+        if self.on_remove not in ON_REMOVE:
+            raise ValueError(
+                f"on_remove must be one of {', '.join(ON_REMOVE)}, not {self.on_remove!r}"
+            )
+        if not self.portal_type:
+            raise ValueError(
+                "portal_type is empty: name the content type to create, e.g. 'News Item'"
+            )
+        if self.tolerance <= 0:
+            raise ValueError(
+                f"tolerance must be a positive number of seconds, not {self.tolerance}"
+            )
+        for field in ("cdn_hosts", "iframe_hosts"):
+            for host in getattr(self, field):
+                if not _is_host(host):
+                    raise ValueError(
+                        f"{field}: {host!r} is not a bare host name or IP (no scheme, port or path)"
+                    )
+
+    def _validate_url(self) -> None:
+        parts = urlsplit(self.api_url or "")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"api_url {self.api_url!r} must be an absolute http(s) URL, e.g. https://blog.example.org"
+            )
+        if parts.username or parts.password:
+            raise ValueError(
+                "api_url must not contain credentials; use username/app_password or api_key"
+            )
+
+    def _validate_webhook(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise ValueError(
+                f"unknown webhook scheme {self.scheme!r}; valid schemes: {', '.join(SCHEMES)}"
+            )
+        if self.scheme == "none":
+            if not self.insecure:
+                raise ValueError(
+                    "scheme 'none' accepts unsigned webhooks from anyone: "
+                    "set insecure=True to allow it "
+                    "(trusted networks only) or configure a signing secret"
+                )
+            return
+        if not self.secret:
+            raise ValueError(f"scheme {self.scheme!r} needs the webhook secret the blog signs with")
+        if self.header_name and self.scheme not in RENAMEABLE_HEADER_SCHEMES:
+            raise ValueError(
+                f"header_name only applies to schemes {', '.join(RENAMEABLE_HEADER_SCHEMES)}; "
+                f"clear it for {self.scheme!r}"
+            )
+        if self.scheme == "standard-webhooks" and not _is_base64_secret(self.secret):
+            raise ValueError(
+                "a standard-webhooks secret is base64, usually prefixed 'whsec_'; "
+                "copy it from the sender"
+            )
+
+    def _validate_credentials(self) -> None:
+        if self.kind == "ghost" and not self.api_key:
+            raise ValueError(
+                "Ghost sources need api_key: a Content API key (Ghost admin > Integrations)"
+            )
+        if bool(self.username) != bool(self.app_password):
+            raise ValueError(
+                "set both username and app_password (WordPress application password), or neither"
+            )
+        if self.app_password and urlsplit(self.api_url).scheme != "https" and not self.insecure:
+            raise ValueError(
+                "refusing to send app_password over plain http: "
+                "use an https api_url (or insecure=True)"
+            )
+
+    def to_dict(self, *, include_secrets: bool = False) -> dict[str, Any]:
+        """Return a JSON-ready dict; secrets become ``{"set": bool}`` unless ``include_secrets``."""
+        data = dataclasses.asdict(self)
+        for field in ("cdn_hosts", "iframe_hosts"):
+            data[field] = list(data[field])
+        if not include_secrets:
+            for field in SECRET_FIELDS:
+                data[field] = {"set": bool(data[field])}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SourceConfig:
+        """Build a config from stored/submitted data, ignoring unknown keys.
+
+        Raises ``ValueError`` on missing required keys or wrong value types; call :meth:`validate`
+        for the semantic checks.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"a source configuration must be a dict, not {type(data).__name__}")
+        kwargs: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            if field.name not in data:
+                if field.default is dataclasses.MISSING:
+                    raise ValueError(f"source configuration is missing {field.name!r}")
+                continue
+            kwargs[field.name] = _coerce(field.name, data[field.name])
+        return cls(**kwargs)
+
+
+_BOOL_FIELDS = ("insecure", "allow_private")
+_TUPLE_FIELDS = ("cdn_hosts", "iframe_hosts")
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name in _BOOL_FIELDS:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, not {value!r:.40}")
+        return value
+    if name == "tolerance":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"tolerance must be an integer number of seconds, not {value!r:.40}")
+        return value
+    if name in _TUPLE_FIELDS:
+        if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
+            raise ValueError(f"{name} must be a list of host names")
+        return tuple(item.strip() for item in value if item.strip())
+    if name in SECRET_FIELDS and isinstance(value, dict):
+        raise ValueError(
+            f"{name} holds a redacted value ({{'set': ...}}); "
+            "pass the real value or leave the key out"
+        )
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, not {type(value).__name__}")
+    return value.strip() if name not in SECRET_FIELDS else value
+
+
+def _is_host(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return bool(_HOST_NAME.fullmatch(value.lower()))
+    return True
+
+
+def _is_base64_secret(secret: str) -> bool:
+    raw = secret.removeprefix("whsec_")
+    try:
+        return bool(base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True))
+    except binascii.Error:
+        return False

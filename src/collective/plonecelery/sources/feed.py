@@ -1,0 +1,248 @@
+"""Read posts from an RSS 2.0, Atom or JSON Feed 1.x feed (``config.api_url`` is the feed URL).
+
+Usage::
+
+    from collective.plonecelery.sources import feed
+
+    posts, _ = feed.list_posts(config)                   # every entry; never a next page
+    post = feed.fetch_post(config, "tag:blog,2024:42")   # by entry id (or link); PostGone if absent
+    feed.test_connection(config)
+
+A feed only holds its newest entries, so an entry missing from it is reported as ``PostGone``:
+callers decide whether that means "deleted" or merely "scrolled off".
+"""
+
+from __future__ import annotations
+
+import calendar
+import html as html_lib
+import textwrap
+import time
+from collections.abc import Mapping
+from datetime import UTC
+from datetime import datetime
+from typing import Any
+from urllib.parse import urljoin
+
+import feedparser
+import httpx
+
+from collective.plonecelery.sources.config import SourceConfig
+from collective.plonecelery.sources.http import fetch
+from collective.plonecelery.sources.http import json_body
+from collective.plonecelery.sources.remote import FetchError
+from collective.plonecelery.sources.remote import PostGone
+from collective.plonecelery.sources.remote import RemotePost
+from collective.plonecelery.sources.remote import author_names
+from collective.plonecelery.sources.remote import connection_summary
+from collective.plonecelery.sources.remote import utc_datetime
+from collective.plonecelery.sources.sanitize import clean_html
+from collective.plonecelery.sources.sanitize import html_to_text
+
+EXCERPT_LENGTH = 300
+_ACCEPT = (
+    "application/feed+json, application/atom+xml, application/rss+xml, "
+    "application/xml;q=0.9, */*;q=0.5"
+)
+_HTML_TYPES = ("text/html", "application/xhtml+xml")
+
+
+def fetch_post(
+    config: SourceConfig, remote_id: str, *, client: httpx.Client | None = None
+) -> RemotePost:
+    """Fetch the feed and return the entry whose id (or, lacking one, link) is ``remote_id``."""
+    if not remote_id:
+        raise ValueError("remote_id is empty: pass the feed entry's id or link")
+    for post in read_feed(config, client=client):
+        if post.remote_id == remote_id:
+            return post
+    raise PostGone(f"the feed has no entry {remote_id!r} (any more)")
+
+
+def list_posts(
+    config: SourceConfig, *, page: int = 1, client: httpx.Client | None = None
+) -> tuple[list[RemotePost], int | None]:
+    """Return all entries of the feed for page 1 (feeds are not paginated here), nothing after."""
+    if page < 1:
+        raise ValueError(f"page numbers start at 1, not {page}")
+    if page > 1:
+        return [], None
+    return read_feed(config, client=client), None
+
+
+def test_connection(config: SourceConfig, *, client: httpx.Client | None = None) -> dict[str, Any]:
+    """Fetch the feed and summarise it (``FetchError`` when it is unreachable or not a feed)."""
+    posts = read_feed(config, client=client)
+    return connection_summary(config, posts=posts, total=len(posts))
+
+
+test_connection.__test__ = False  # not a pytest test, even when imported into a test module
+
+
+def read_feed(config: SourceConfig, *, client: httpx.Client | None = None) -> list[RemotePost]:
+    """Fetch ``config.api_url`` and return its entries as sanitised :class:`RemotePost` objects."""
+    try:
+        response = fetch(
+            config.api_url,
+            allowed_hosts=config.allowed_hosts,
+            allow_private=config.allow_private,
+            headers={"Accept": _ACCEPT},
+            client=client,
+        )
+    except PostGone as exc:
+        raise FetchError(f"{exc}; check the feed URL", retryable=False, status=exc.status) from None
+    content_type = response.headers.get("content-type", "").lower()
+    if "json" in content_type or response.content.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
+        return parse_json_feed(json_body(response), config=config, base_url=str(response.url))
+    return parse_xml_feed(
+        response.content, config=config, base_url=str(response.url), content_type=content_type
+    )
+
+
+def parse_xml_feed(
+    content: bytes, *, config: SourceConfig, base_url: str, content_type: str = ""
+) -> list[RemotePost]:
+    """Parse RSS/Atom bytes with feedparser; ``FetchError`` when they are not a feed."""
+    parsed = feedparser.parse(
+        content,
+        response_headers={
+            "content-location": base_url,
+            "content-type": content_type or "application/xml",
+        },
+    )
+    if not parsed.get("version") and not parsed.entries:
+        problem = parsed.get("bozo_exception") or "no RSS or Atom elements found"
+        raise FetchError(f"{base_url} is not an RSS/Atom/JSON feed: {problem}", retryable=False)
+    posts = (_xml_entry(entry, config=config, base_url=base_url) for entry in parsed.entries)
+    return [post for post in posts if post is not None]
+
+
+def parse_json_feed(data: Any, *, config: SourceConfig, base_url: str) -> list[RemotePost]:
+    """Convert a decoded JSON Feed (https://jsonfeed.org/version/1.1) into posts."""
+    if not isinstance(data, Mapping) or not str(data.get("version", "")).startswith(
+        "https://jsonfeed.org/version/"
+    ):
+        raise FetchError(
+            f"{base_url} is JSON but not a JSON Feed (no jsonfeed.org version)", retryable=False
+        )
+    items = data.get("items") if isinstance(data.get("items"), list) else []
+    posts = (
+        _json_item(item, config=config, base_url=base_url)
+        for item in items
+        if isinstance(item, Mapping)
+    )
+    return [post for post in posts if post is not None]
+
+
+def _xml_entry(
+    entry: Mapping[str, Any], *, config: SourceConfig, base_url: str
+) -> RemotePost | None:
+    remote_id = entry.get("id") or entry.get("link")
+    if not remote_id:
+        return None  # nothing stable to recognise it by next time
+    url = urljoin(base_url, entry.get("link") or "")
+    body = _xml_body(entry)
+    summary = entry.get("summary") or ""
+    return RemotePost(
+        remote_id=str(remote_id),
+        url=url,
+        title=html_to_text(entry.get("title") or ""),
+        html=clean_html(body, iframe_hosts=config.iframe_hosts, base_url=url or base_url),
+        excerpt=_excerpt(summary if body != summary else "", fallback=body),
+        published=_struct_utc(entry.get("published_parsed")),
+        modified=_struct_utc(entry.get("updated_parsed")),
+        tags=[
+            tag.get("term") or tag.get("label")
+            for tag in entry.get("tags", [])
+            if tag.get("term") or tag.get("label")
+        ],
+        authors=author_names(_xml_author_names(entry)),
+        image_url=_xml_image(entry, base_url=url or base_url),
+        status="published",
+    )
+
+
+def _xml_body(entry: Mapping[str, Any]) -> str:
+    contents = [item for item in entry.get("content", []) if item.get("value")]
+    html_first = sorted(contents, key=lambda item: item.get("type") not in _HTML_TYPES)
+    if html_first:
+        item = html_first[0]
+        return item["value"] if item.get("type") in _HTML_TYPES else _text_to_html(item["value"])
+    return entry.get("summary") or ""
+
+
+def _xml_author_names(entry: Mapping[str, Any]) -> list[str]:
+    names = [
+        author.get("name") for author in entry.get("authors", []) if isinstance(author, Mapping)
+    ]
+    return [name for name in names if name] or [entry.get("author")]
+
+
+def _xml_image(entry: Mapping[str, Any], *, base_url: str) -> str | None:
+    candidates = [item.get("url") for item in entry.get("media_thumbnail", [])]
+    candidates += [
+        item.get("url")
+        for item in entry.get("media_content", [])
+        if item.get("medium") == "image" or str(item.get("type", "")).startswith("image/")
+    ]
+    candidates += [
+        link.get("href")
+        for link in entry.get("links", [])
+        if link.get("rel") == "enclosure" and str(link.get("type", "")).startswith("image/")
+    ]
+    candidates.append((entry.get("image") or {}).get("href"))
+    return next((urljoin(base_url, url) for url in candidates if url), None)
+
+
+def _json_item(
+    item: Mapping[str, Any], *, config: SourceConfig, base_url: str
+) -> RemotePost | None:
+    remote_id = item.get("id")
+    if remote_id in (None, "") or isinstance(remote_id, bool | dict | list):
+        remote_id = item.get("url")
+    if not remote_id:
+        return None
+    url = urljoin(base_url, _text(item.get("url")))
+    body = _text(item.get("content_html")) or _text_to_html(_text(item.get("content_text")))
+    authors = item.get("authors") if isinstance(item.get("authors"), list) else [item.get("author")]
+    image = _text(item.get("image")) or _text(item.get("banner_image"))
+    tags = item.get("tags") if isinstance(item.get("tags"), list) else []
+    return RemotePost(
+        remote_id=str(remote_id),
+        url=url,
+        title=_text(item.get("title")).strip(),
+        html=clean_html(body, iframe_hosts=config.iframe_hosts, base_url=url or base_url),
+        excerpt=_excerpt(_text(item.get("summary")), fallback=body),
+        published=utc_datetime(item.get("date_published")),
+        modified=utc_datetime(item.get("date_modified")),
+        tags=[tag for tag in tags if isinstance(tag, str) and tag],
+        authors=author_names(
+            author.get("name") for author in authors if isinstance(author, Mapping)
+        ),
+        image_url=urljoin(base_url, image) if image else None,
+        status="published",
+    )
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _text_to_html(text: str) -> str:
+    paragraphs = [part.strip() for part in text.split("\n\n") if part.strip()]
+    return "".join(f"<p>{html_lib.escape(part)}</p>" for part in paragraphs)
+
+
+def _excerpt(summary: str, *, fallback: str) -> str:
+    """The summary as plain text; without one, the start of the body (a post is no excerpt)."""
+    text = html_to_text(summary)
+    if text:
+        return text
+    return textwrap.shorten(html_to_text(fallback), width=EXCERPT_LENGTH, placeholder=" …")
+
+
+def _struct_utc(value: time.struct_time | None) -> datetime | None:
+    # feedparser normalises parsed dates to UTC struct_time.
+    if not value:
+        return None
+    return datetime.fromtimestamp(calendar.timegm(value), tz=UTC)

@@ -1,0 +1,153 @@
+"""Read published posts from a Ghost site through its Content API.
+
+Usage::
+
+    from collective.plonecelery.sources import ghost
+
+    post = ghost.fetch_post(config, "5c7ece47da174000c0c5c6d7")   # PostGone when unpublished
+    posts, next_page = ghost.list_posts(config, page=1)
+    ghost.test_connection(config)   # {'kind': 'ghost', 'total': 12, 'sample': {...}, ...}
+
+The Content API only shows published posts, so a 404 means "unpublished or deleted".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+from urllib.parse import urljoin
+
+import httpx
+
+from collective.plonecelery.sources.config import SourceConfig
+from collective.plonecelery.sources.http import fetch
+from collective.plonecelery.sources.http import json_body
+from collective.plonecelery.sources.remote import FetchError
+from collective.plonecelery.sources.remote import PostGone
+from collective.plonecelery.sources.remote import RemotePost
+from collective.plonecelery.sources.remote import author_names
+from collective.plonecelery.sources.remote import connection_summary
+from collective.plonecelery.sources.remote import utc_datetime
+from collective.plonecelery.sources.sanitize import clean_html
+from collective.plonecelery.sources.sanitize import html_to_text
+
+PAGE_SIZE = 15
+_HEADERS = {"Accept-Version": "v5.0", "Accept": "application/json"}
+_INCLUDE = {"include": "tags,authors", "formats": "html"}
+
+
+def fetch_post(
+    config: SourceConfig, remote_id: str, *, client: httpx.Client | None = None
+) -> RemotePost:
+    """Fetch one published post by its Ghost id; ``PostGone`` if it is not (any more) published."""
+    if not remote_id:
+        raise ValueError("remote_id is empty: pass the Ghost post id")
+    data = _get(config, f"{quote(remote_id, safe='')}/", params=_INCLUDE, client=client)
+    posts = _posts(data)
+    if not posts:
+        raise PostGone(f"Ghost returned no post for id {remote_id!r}")
+    return to_remote_post(posts[0], config=config)
+
+
+def list_posts(
+    config: SourceConfig, *, page: int = 1, client: httpx.Client | None = None
+) -> tuple[list[RemotePost], int | None]:
+    """Return the published posts of ``page`` (newest first) and the next page number or None."""
+    data = _browse(config, page=page, limit=PAGE_SIZE, client=client)
+    posts = [to_remote_post(item, config=config) for item in _posts(data)]
+    next_page = _pagination(data).get("next")
+    return posts, next_page if isinstance(next_page, int) and next_page > page else None
+
+
+def test_connection(config: SourceConfig, *, client: httpx.Client | None = None) -> dict[str, Any]:
+    """Fetch the newest post and summarise the answer (raises ``FetchError`` on failure)."""
+    data = _browse(config, page=1, limit=1, client=client)
+    posts = [to_remote_post(item, config=config) for item in _posts(data)]
+    total = _pagination(data).get("total")
+    return connection_summary(config, posts=posts, total=total if isinstance(total, int) else None)
+
+
+test_connection.__test__ = False  # not a pytest test, even when imported into a test module
+
+
+def to_remote_post(data: Mapping[str, Any], *, config: SourceConfig) -> RemotePost:
+    """Convert one Content API post object into a sanitised :class:`RemotePost`."""
+    if not isinstance(data, Mapping) or not data.get("id"):
+        raise FetchError(
+            "Ghost sent a post without an id; is api_url a Ghost site?", retryable=False
+        )
+    url = data.get("url") or ""
+    tags = [
+        tag.get("name")
+        for tag in _objects(data.get("tags"))
+        # Internal tags ('#hash' tags) are Ghost's own routing hints, not subjects.
+        if tag.get("name") and tag.get("visibility", "public") != "internal"
+    ]
+    image = data.get("feature_image")
+    status = data.get("status") or "published"
+    return RemotePost(
+        remote_id=str(data["id"]),
+        url=url,
+        title=str(data.get("title") or "").strip(),
+        html=clean_html(
+            data.get("html") or "", iframe_hosts=config.iframe_hosts, base_url=url or None
+        ),
+        excerpt=html_to_text(data.get("custom_excerpt") or data.get("excerpt") or ""),
+        published=utc_datetime(data.get("published_at")),
+        modified=utc_datetime(data.get("updated_at")),
+        tags=[str(tag) for tag in tags],
+        authors=author_names(author.get("name") for author in _objects(data.get("authors"))),
+        image_url=urljoin(url, image) if isinstance(image, str) and image else None,
+        status="published" if status == "published" else str(status),
+    )
+
+
+def _browse(
+    config: SourceConfig, *, page: int, limit: int, client: httpx.Client | None
+) -> Mapping[str, Any]:
+    if page < 1:
+        raise ValueError(f"page numbers start at 1, not {page}")
+    try:
+        return _get(config, "", params={**_INCLUDE, "page": page, "limit": limit}, client=client)
+    except PostGone as exc:
+        # Browsing never 404s on a Ghost site: the URL is wrong.
+        raise FetchError(
+            f"{exc}; check that api_url is the Ghost site's root URL",
+            retryable=False,
+            status=exc.status,
+        ) from None
+
+
+def _get(
+    config: SourceConfig, path: str, *, params: Mapping[str, Any], client: httpx.Client | None
+) -> Mapping:
+    base = config.api_url.rstrip("/")
+    url = httpx.URL(
+        f"{base}/ghost/api/content/posts/{path}", params={"key": config.api_key, **params}
+    )
+    response = fetch(
+        str(url),
+        allowed_hosts=config.allowed_hosts,
+        allow_private=config.allow_private,
+        headers=_HEADERS,
+        client=client,
+    )
+    data = json_body(response)
+    if not isinstance(data, Mapping) or not isinstance(data.get("posts"), list):
+        raise FetchError('Ghost answered without a "posts" list; check api_url', retryable=False)
+    return data
+
+
+def _posts(data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return _objects(data.get("posts"))
+
+
+def _pagination(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta = data.get("meta")
+    pagination = meta.get("pagination") if isinstance(meta, Mapping) else None
+    return pagination if isinstance(pagination, Mapping) else {}
+
+
+def _objects(value: Any) -> list[Mapping[str, Any]]:
+    return [item for item in value if isinstance(item, Mapping)] if isinstance(value, list) else []

@@ -1,0 +1,1 @@
+"""Incoming blog webhooks: signature verification and payload normalisation."""
