@@ -55,10 +55,14 @@ DEFAULTS: dict[str, object] = {
     "worker_hijack_root_logger": False,
     "enable_utc": True,
     "timezone": "UTC",
-    # Redis and SQS redeliver unacknowledged messages after this many seconds,
-    # even while a worker still runs them: keep it above the longest task.
-    "broker_transport_options": {"visibility_timeout": 3600},
 }
+
+#: Redis and SQS redeliver unacknowledged messages after this many seconds,
+#: even while a worker still runs them: keep it above the longest task.
+#: (Only for those transports: kombu's SQLAlchemy transport hands its transport
+#: options to ``create_engine``, which refuses unknown keywords.)
+VISIBILITY_TIMEOUT = 3600
+VISIBILITY_TIMEOUT_SCHEMES = ("redis", "rediss", "sentinel", "sqs")
 
 
 class ConfigurationError(ValueError):
@@ -159,6 +163,11 @@ def settings_from_environ(environ: Mapping[str, str] | None = None) -> dict:
         if parsed is not None:
             name, value = parsed
             settings[name] = value
+    scheme = str(settings.get("broker_url") or "").split(":", 1)[0]
+    if scheme in VISIBILITY_TIMEOUT_SCHEMES:
+        options = dict(settings.get("broker_transport_options") or {})
+        options.setdefault("visibility_timeout", VISIBILITY_TIMEOUT)
+        settings["broker_transport_options"] = options
     if "pickle" in settings["accept_content"]:
         # Accepting pickle lets anyone who can write to the broker run code
         # in the worker, which has the whole ZODB at hand.

@@ -101,10 +101,10 @@ def send(message: Message, *, producer=None) -> None:
 
 def run_eager(message: Message) -> None:
     """Run a task at once in a helper thread, as a worker would."""
-    from .worker import eager_database
+    from .worker import use_database
 
     def target():
-        with eager_database(message.db):
+        with use_database(message.db):
             message.task.apply(
                 args=message.args,
                 kwargs=message.kwargs,

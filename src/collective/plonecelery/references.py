@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from Acquisition import aq_base
 from kombu.utils.json import dumps
 from persistent import Persistent
 
@@ -21,13 +22,9 @@ class UnresolvedReference(LookupError):
 
 
 def _uid_of(obj: Any) -> str | None:
-    # plone.app.uuid's IUUID adapter covers Dexterity and Archetypes alike,
-    # but the attribute is enough and much cheaper on the queuing path.
-    uid = getattr(obj, "_plone.uuid", None)
-    if uid is None:
-        getter = getattr(obj, "UID", None)
-        if callable(getter):
-            uid = getter()
+    # The object's own attribute (as plone.uuid stores it), never one that
+    # acquisition finds on a parent: a catalog inside the site is not the site.
+    uid = getattr(aq_base(obj), "_plone.uuid", None)
     return uid if isinstance(uid, str) and uid else None
 
 

@@ -15,13 +15,13 @@ was queued from, as the user who queued it.
 from __future__ import annotations
 
 import logging
+import random
 from functools import cached_property
 from typing import Any
 
 import transaction
 from celery import Task
 from celery.utils import uuid
-from celery.utils.time import get_exponential_backoff_interval
 
 from . import references
 from .app import app
@@ -184,19 +184,18 @@ class ZopeTask(Task):
                 transaction.commit()
                 return result
         except retryable as exc:
-            raise self._retry_after_conflict(exc, envelope)
+            raise self._retry_after_conflict(exc, envelope) from exc
 
     def _retry_after_conflict(self, exc: BaseException, envelope: dict):
         settings = self.addon_settings
         retries = self.request.retries
-        countdown = get_exponential_backoff_interval(
-            factor=settings.conflict_backoff,
-            retries=retries,
-            maximum=settings.conflict_backoff_max,
-            full_jitter=True,
+        # Exponential back-off with full jitter, so that the tasks that
+        # conflicted with each other do not meet again at the same moment.
+        countdown = random.uniform(
+            0, min(settings.conflict_backoff_max, settings.conflict_backoff * 2**retries)
         )
         logger.info(
-            "Task %s[%s] hit %s; retry %d of %d in %ss",
+            "Task %s[%s] hit %s; retry %d of %d in %.2fs",
             self.name,
             self.request.id,
             type(exc).__name__,

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import transaction
+from AccessControl.users import UnrestrictedUser
 
 logger = logging.getLogger("collective.plonecelery")
 
@@ -32,6 +33,14 @@ _booted_conf: str | None = None
 # Eager mode runs a task in a helper thread of the Plone process, against the
 # database of the connection that queued it rather than a worker's own.
 _eager = threading.local()
+
+
+class TaskAdmin(UnrestrictedUser):
+    """The unrestricted user of ``as_admin`` tasks, keeping the queuing user's id
+    so that ownership and creators stay meaningful."""
+
+    def getId(self):
+        return self.getUserName()
 
 
 class UnknownUser(LookupError):
@@ -118,8 +127,8 @@ def get_db():
 
 
 @contextmanager
-def eager_database(db) -> Iterator[None]:
-    """Run tasks of the current thread against ``db`` (eager mode)."""
+def use_database(db) -> Iterator[None]:
+    """Run tasks of this thread against ``db`` (eager mode, test clients)."""
     _eager.db = db
     try:
         yield
@@ -128,8 +137,18 @@ def eager_database(db) -> Iterator[None]:
 
 
 def make_request(app, server_url: str):
-    """A fake request whose URLs use the public ``server_url``."""
-    from Testing.makerequest import makerequest
+    """A request of our own whose URLs use the public ``server_url``.
+
+    Returns ``(app wrapped in the request, request)``. (Not Testing.makerequest:
+    importing ``Testing`` before Zope starts swaps the configured ZODB for a
+    DemoStorage.)
+    """
+    from io import BytesIO
+
+    from zope.publisher.browser import setDefaultSkin
+    from ZPublisher.BaseRequest import RequestContainer
+    from ZPublisher.HTTPRequest import HTTPRequest
+    from ZPublisher.HTTPResponse import HTTPResponse
 
     parts = urlsplit(server_url)
     https = parts.scheme == "https"
@@ -141,12 +160,13 @@ def make_request(app, server_url: str):
     }
     if https:
         environ["HTTPS"] = "on"
-    wrapped = makerequest(app, environ=environ)
-    request = wrapped.REQUEST
+    request = HTTPRequest(BytesIO(), environ, HTTPResponse(stdout=BytesIO()))
+    request._steps = ["noobject"]
     request.setServerURL(
         protocol=parts.scheme or "http", hostname=environ["SERVER_NAME"], port=port
     )
-    return wrapped, request
+    setDefaultSkin(request)
+    return app.__of__(RequestContainer(REQUEST=request)), request
 
 
 def find_user(site, app, userid: str):
@@ -168,14 +188,9 @@ def login(*, site, app, request, userid: str | None, unrestricted: bool) -> None
     from AccessControl.SecurityManagement import newSecurityManager
     from AccessControl.SpecialUsers import nobody
     from AccessControl.SpecialUsers import system
-    from AccessControl.users import UnrestrictedUser
 
     if unrestricted:
-        user = (
-            UnrestrictedUser(userid, "", ("Manager",), ()).__of__(app.acl_users)
-            if userid
-            else system
-        )
+        user = TaskAdmin(userid, "", ("Manager",), ()).__of__(app.acl_users) if userid else system
     elif userid:
         user = find_user(site, app, userid)
     else:

@@ -1,0 +1,158 @@
+"""Real processes for integration tests: ZEO, a Plone site, a worker.
+
+:class:`WorkerHarness` starts a ZEO server, creates a Plone site in it, starts a
+``plonecelery worker`` process and boots Zope in the calling process, which
+becomes one more ZEO client that queues tasks and looks at their effects::
+
+    harness = WorkerHarness(base_dir=tmp_path, environment={
+        "CELERY_BROKER_URL": "redis://localhost:6379/0",
+        "CELERY_IMPORTS": "my.addon.tasks",
+    })
+    harness.start()
+    with harness.session(user="admin") as portal:
+        result = my_task.delay(portal)
+        transaction.commit()
+    assert result.get(timeout=30) == "done"
+    harness.stop()
+
+Import nothing that imports ``Testing`` (plone.app.testing does) before
+``start()``: Zope then silently swaps the configured ZODB for a DemoStorage.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from collections.abc import Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import instance
+from .app import app
+from .config import settings_from_environ
+
+
+class WorkerHarness:
+    """A ZEO server, a Plone site, a real worker, and this process as a client."""
+
+    def __init__(
+        self,
+        *,
+        base_dir: str | os.PathLike,
+        environment: Mapping[str, str] | None = None,
+        site_id: str = "plone",
+        worker_args: tuple[str, ...] = ("-l", "info", "-c", "1", "-P", "prefork"),
+        worker_env: Mapping[str, str] | None = None,
+    ):
+        self.base_dir = Path(base_dir)
+        self.var_dir = self.base_dir / "var"
+        self.log_dir = self.var_dir / "log"
+        self.environment = dict(environment or {})
+        self.site_id = site_id
+        self.worker_args = worker_args
+        self.worker_env = dict(worker_env or {})
+        self.admin_password = secrets.token_urlsafe(12)
+        self.zeo = None
+        self.worker = None
+        self.zope_conf: Path | None = None
+        self.db = None
+        self._worker_starts = 0
+
+    @property
+    def site_path(self) -> str:
+        return "/" + self.site_id
+
+    def start(self) -> WorkerHarness:
+        """Start ZEO, create the site, boot Zope here, start the worker."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.zeo = instance.start_zeo(var_dir=self.var_dir, log_file=self.log_dir / "zeo.log")
+        self.zope_conf = instance.write_zope_conf(
+            path=self.base_dir / "etc" / "zope.conf",
+            zeo_address=self.zeo.address,
+            var_dir=self.var_dir,
+            blob_dir=self.zeo.blob_dir,
+            environment=self.environment,
+        )
+        instance.create_site(
+            zope_conf=self.zope_conf,
+            site_id=self.site_id,
+            admin_password=self.admin_password,
+            log_file=self.log_dir / "create-site.log",
+        )
+        self._boot_zope_here()
+        self.start_worker()
+        return self
+
+    def _boot_zope_here(self) -> None:
+        import Zope2
+        from Zope2.Startup.run import configure_wsgi
+
+        configure_wsgi(str(self.zope_conf))
+        Zope2.startup_wsgi()
+        self.db = Zope2.DB
+        # zope.conf's <environment> section has just updated os.environ.
+        app.conf.update(settings_from_environ())
+
+    @property
+    def worker_log(self) -> Path:
+        return self.log_dir / f"worker-{self._worker_starts}.log"
+
+    def start_worker(self, *, timeout: float = 60) -> None:
+        """Start a worker process and wait until it consumes tasks."""
+        self._worker_starts += 1
+        env = {**os.environ, **self.environment, **self.worker_env}
+        self.worker = instance.start_worker(
+            zope_conf=self.zope_conf, env=env, args=self.worker_args, log_file=self.worker_log
+        )
+        self.wait_for_log("ready.", timeout=timeout)
+
+    def stop_worker(self) -> None:
+        instance.stop_process(self.worker)
+        self.worker = None
+
+    def wait_for_log(self, text: str, *, timeout: float = 60) -> None:
+        """Wait until the current worker's log contains ``text``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.worker_log.exists() and text in self.worker_log.read_text(errors="replace"):
+                return
+            if self.worker is not None and self.worker.poll() is not None:
+                raise RuntimeError(
+                    f"The worker exited with code {self.worker.returncode}:\n"
+                    + instance.tail(self.worker_log, lines=40)
+                )
+            time.sleep(0.2)
+        raise TimeoutError(
+            f"No {text!r} in the worker log after {timeout}s:\n"
+            + instance.tail(self.worker_log, lines=40)
+        )
+
+    @contextmanager
+    def session(self, *, user: str | None = "admin", unrestricted: bool = False) -> Iterator:
+        """This process as a Plone client: yields the site, as ``user``.
+
+        Commit inside to queue tasks; anything uncommitted is aborted.
+        """
+        from .worker import use_database
+        from .worker import zope_environment
+
+        with (
+            use_database(self.db),
+            zope_environment(
+                site_path=self.site_path, userid=user, unrestricted=unrestricted
+            ) as site,
+        ):
+            yield site
+
+    def stop(self) -> None:
+        """Stop the worker, close the database, stop ZEO."""
+        if self.worker is not None:
+            self.stop_worker()
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+        if self.zeo is not None:
+            self.zeo.stop()
+            self.zeo = None

@@ -1,0 +1,96 @@
+"""Real processes for integration tests: ZEO, a Plone site, a worker, a broker.
+
+``PLONECELERY_TEST_BROKER`` picks the broker: ``sqlite`` (default, embedded),
+``redis`` or ``amqp``. Outside CI a broker that is not running skips the tests
+that need it; in CI (``CI=true``) they fail instead, since ``.ci/run`` starts
+the brokers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+BROKER = os.environ.get("PLONECELERY_TEST_BROKER", "sqlite")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# Tasks used by the tests live in sample_tasks.py next to this file; the
+# worker finds them through CELERY_IMPORTS and PYTHONPATH, as add-ons would.
+sys.path.insert(0, str(HERE))
+
+
+def _reachable(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def broker_environment(base_dir: Path) -> dict[str, str]:
+    """CELERY_* settings for the chosen broker, isolated from other runs."""
+    run = uuid.uuid4().hex[:8]
+    sqlite_results = f"db+sqlite:///{base_dir}/results.sqlite"
+    if BROKER == "redis":
+        urls = {
+            "CELERY_BROKER_URL": "redis://127.0.0.1:6379/9",
+            "CELERY_RESULT_BACKEND": "redis://127.0.0.1:6379/10",
+        }
+        port = 6379
+    elif BROKER == "amqp":
+        urls = {
+            "CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//",
+            "CELERY_RESULT_BACKEND": sqlite_results,
+        }
+        port = 5672
+    elif BROKER == "sqlite":
+        urls = {
+            "CELERY_BROKER_URL": f"sqla+sqlite:///{base_dir}/broker.sqlite",
+            "CELERY_RESULT_BACKEND": sqlite_results,
+        }
+        port = None
+    else:
+        raise ValueError(f"PLONECELERY_TEST_BROKER={BROKER!r}: use sqlite, redis or amqp")
+    if port is not None and not _reachable(port):
+        message = f"{BROKER} is not running on 127.0.0.1:{port}"
+        if IN_CI:
+            pytest.fail(message + " (CI must start it: see .ci/run)")
+        pytest.skip(message)
+    if BROKER != "sqlite":
+        # kombu's SQLAlchemy transport passes these to create_engine().
+        urls["CELERY_BROKER_TRANSPORT_OPTIONS"] = json.dumps({"polling_interval": 0.1})
+    return {
+        **urls,
+        # A queue of our own: messages left over by other runs never reach us.
+        "CELERY_TASK_DEFAULT_QUEUE": f"plonecelery-test-{run}",
+        "CELERY_IMPORTS": "sample_tasks",
+        "PLONECELERY_CONFLICT_BACKOFF": "0.05",
+        "PLONECELERY_CONFLICT_RETRIES": "3",
+        "PLONECELERY_SERVER_URL": "https://www.example.org",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
+    }
+
+
+@pytest.fixture(scope="session")
+def harness(tmp_path_factory):
+    """ZEO + Plone site + one prefork worker, this process as a ZEO client."""
+    base_dir = tmp_path_factory.mktemp("plonecelery")
+    environment = broker_environment(base_dir)
+    os.environ.update(environment)
+    from collective.plonecelery.harness import WorkerHarness
+
+    harness = WorkerHarness(base_dir=base_dir, environment=environment)
+    try:
+        harness.start()
+    except Exception:
+        harness.stop()
+        raise
+    yield harness
+    harness.stop()

@@ -1,0 +1,69 @@
+"""Tasks the integration tests queue; the worker imports them via CELERY_IMPORTS."""
+
+from plone import api
+from ZODB.POSException import ConflictError
+
+from collective.plonecelery import task
+
+
+@task()
+def create_document(container, doc_id, title):
+    """Create a Document as the queuing user (security checks apply)."""
+    api.content.create(container=container, type="Document", id=doc_id, title=title)
+    return doc_id
+
+
+@task.as_admin()
+def create_document_as_admin(container, doc_id, title):
+    from AccessControl import getSecurityManager
+
+    api.content.create(container=container, type="Document", id=doc_id, title=title)
+    return getSecurityManager().getUser().getId()
+
+
+@task()
+def whoami():
+    """The user the task runs as, and what the site and request look like."""
+    from zope.globalrequest import getRequest
+
+    user = api.user.get_current()
+    portal = api.portal.get()
+    return {
+        "user": user.getId(),
+        "anonymous": api.user.is_anonymous(),
+        "site": "/".join(portal.getPhysicalPath()),
+        "url": portal.absolute_url(),
+        "request": getRequest() is not None,
+    }
+
+
+@task()
+def title_of(context):
+    return context.Title()
+
+
+@task()
+def set_title(context, title):
+    context.setTitle(title)
+    context.reindexObject(idxs=["Title"])
+    return title
+
+
+@task(bind=True)
+def conflict_then_succeed(self, container, doc_id, failures):
+    """Writes, then raises ConflictError on the first ``failures`` attempts."""
+    api.content.create(container=container, type="Document", id=doc_id, title="attempt")
+    if self.request.retries < failures:
+        raise ConflictError("forced conflict for the test")
+    return self.request.retries
+
+
+@task()
+def write_then_fail(container, doc_id):
+    api.content.create(container=container, type="Document", id=doc_id, title="doomed")
+    raise ValueError("the task failed after writing")
+
+
+@task()
+def noop():
+    return "ok"
