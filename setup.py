@@ -59,5 +59,9 @@ setup(
         "console_scripts": [
             "plonecelery = collective.plonecelery.cli:main",
         ],
+        "plonecelery.tasks": [
+            "importer = collective.plonecelery.importer",
+            "outbox = collective.plonecelery.outbox",
+        ],
     },
 )

@@ -1,0 +1,1 @@
+"""Fetch-and-import tasks for blog sources (being written)."""
