@@ -20,6 +20,7 @@ import pytest
 HERE = Path(__file__).parent
 BROKER = os.environ.get("PLONECELERY_TEST_BROKER", "sqlite")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+BROKER_PORTS = {"redis": 6379, "amqp": 5672}
 
 # Tasks used by the tests live in sample_tasks.py next to this file; the
 # worker finds them through CELERY_IMPORTS and PYTHONPATH, as add-ons would.
@@ -74,19 +75,44 @@ def broker_environment(base_dir: Path) -> dict[str, str]:
         "PLONECELERY_CONFLICT_BACKOFF": "0.05",
         "PLONECELERY_CONFLICT_RETRIES": "3",
         "PLONECELERY_SERVER_URL": "https://www.example.org",
+        # Relay pending outbox records quickly, so broker outages heal fast.
+        "PLONECELERY_OUTBOX_GRACE": "2",
+        "PLONECELERY_OUTBOX_RELAY_INTERVAL": "1",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
     }
 
 
 @pytest.fixture(scope="session")
-def harness(tmp_path_factory):
+def broker_proxy():
+    """For redis and amqp: the Plone side reaches the broker through a proxy
+    that tests can stop (see brokerproxy.py); ``None`` for sqlite."""
+    if BROKER == "sqlite":
+        yield None
+        return
+    from brokerproxy import BrokerProxy
+
+    proxy = BrokerProxy(target_port=BROKER_PORTS[BROKER]).start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def harness(tmp_path_factory, broker_proxy):
     """ZEO + Plone site + one prefork worker, this process as a ZEO client."""
     base_dir = tmp_path_factory.mktemp("plonecelery")
     environment = broker_environment(base_dir)
+    worker_env = {}
+    if broker_proxy is not None:
+        # The worker talks to the broker directly (it can relay the outbox
+        # while Plone cannot reach the broker); Plone goes through the proxy.
+        worker_env["CELERY_BROKER_URL"] = environment["CELERY_BROKER_URL"]
+        environment["CELERY_BROKER_URL"] = environment["CELERY_BROKER_URL"].replace(
+            f":{BROKER_PORTS[BROKER]}/", f":{broker_proxy.port}/"
+        )
     os.environ.update(environment)
     from collective.plonecelery.harness import WorkerHarness
 
-    harness = WorkerHarness(base_dir=base_dir, environment=environment)
+    harness = WorkerHarness(base_dir=base_dir, environment=environment, worker_env=worker_env)
     try:
         harness.start()
     except Exception:

@@ -67,3 +67,47 @@ def write_then_fail(container, doc_id):
 @task()
 def noop():
     return "ok"
+
+
+def _runs(portal):
+    from BTrees.OOBTree import OOBTree
+
+    runs = getattr(portal, "_plonecelery_test_runs", None)
+    if runs is None:
+        runs = portal._plonecelery_test_runs = OOBTree()
+    return runs
+
+
+@task.as_admin()
+def count_run(key, seconds=0.0):
+    """Count how often the effect of this call was committed."""
+    import time
+
+    runs = _runs(api.portal.get())
+    runs[key] = runs.get(key, 0) + 1
+    if seconds:
+        time.sleep(seconds)
+    return key
+
+
+@task.as_admin()
+def slow_count_run(key, seconds):
+    """Logs when it starts, then writes and sleeps (to be killed mid-task)."""
+    import logging
+    import time
+
+    runs = _runs(api.portal.get())
+    runs[key] = runs.get(key, 0) + 1
+    logging.getLogger("sample_tasks").warning("slow task started %s", key)
+    time.sleep(seconds)
+    return key
+
+
+@task.as_admin()
+def fail_unless_flag(key):
+    portal = api.portal.get()
+    if not getattr(portal, "_plonecelery_test_flag", False):
+        raise RuntimeError(f"no flag set for {key}")
+    runs = _runs(portal)
+    runs[key] = runs.get(key, 0) + 1
+    return key

@@ -52,6 +52,8 @@ def _configure(sender: Celery, **kwargs) -> None:
 
 
 app.on_configure.connect(_configure, weak=False)
+# Every worker asks for outbox relay runs (a string: loaded with the worker).
+app.steps["worker"].add("collective.plonecelery.outbox:OutboxRelayStep")
 
 
 @signals.worker_process_init.connect(weak=False)

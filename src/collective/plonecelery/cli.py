@@ -49,12 +49,61 @@ def main(argv: list[str] | None = None) -> int:
 
     boot_zope(zope_conf)
 
+    if rest[:1] == ["deadletters"]:
+        return deadletters_command(rest[1:])
+
     from celery.bin.celery import celery
 
     try:
         celery.main(args=["-A", APP, *rest], prog_name="plonecelery", standalone_mode=True)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 0
+    return 0
+
+
+def deadletters_command(argv: list[str]) -> int:
+    """``plonecelery deadletters list|show ID|retry ID|purge [ID]``."""
+    import json
+
+    import transaction
+
+    from . import deadletters
+    from . import worker
+    from .app import app
+
+    parser = argparse.ArgumentParser(prog="plonecelery deadletters")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="one line per dead letter")
+    for name, text in (("show", "everything about one"), ("retry", "queue it again now")):
+        commands.add_parser(name, help=text).add_argument("task_id")
+    commands.add_parser("purge", help="remove one, or all").add_argument("task_id", nargs="?")
+    options = parser.parse_args(argv)
+
+    # Registers the tasks a retry may need.
+    app.loader.import_default_modules()
+    connection = worker.open_db().open()
+    try:
+        transaction.begin()
+        if options.command == "list":
+            for letter in deadletters.list_dead_letters(connection):
+                print(f"{letter.task_id}  {letter.task_name}  {letter.error}")
+        elif options.command == "show":
+            print(json.dumps(deadletters.get(connection, options.task_id).as_dict(), indent=2))
+        elif options.command == "retry":
+            new_id = deadletters.retry(connection, options.task_id, app=app)
+            transaction.commit()
+            print(f"queued again as {new_id}")
+        elif options.command == "purge":
+            count = deadletters.purge(connection, options.task_id)
+            transaction.commit()
+            print(f"removed {count} dead letter(s)")
+    except KeyError as exc:
+        print(f"plonecelery: {exc.args[0]}", file=sys.stderr)
+        return 1
+    finally:
+        transaction.abort()
+        connection.close()
+        worker.close_db()
     return 0
 
 

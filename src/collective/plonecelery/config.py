@@ -190,6 +190,14 @@ class AddonSettings:
     conflict_backoff: float = 1.0
     #: Upper bound of one back-off delay (seconds).
     conflict_backoff_max: float = 60.0
+    #: Keep a transactional outbox record for every queued task (see outbox.py).
+    outbox: bool = True
+    #: A record still pending this long after its last send is sent again.
+    outbox_grace: float = 60.0
+    #: How often each worker asks for a relay run (seconds; 0 turns it off).
+    outbox_relay_interval: float = 15.0
+    #: Finished records are kept this long, to recognise redelivered messages.
+    outbox_retention: float = 86400.0
 
 
 def addon_settings(environ: Mapping[str, str] | None = None) -> AddonSettings:
@@ -204,8 +212,9 @@ def addon_settings(environ: Mapping[str, str] | None = None) -> AddonSettings:
         variable = "PLONECELERY_" + field_name.upper()
         if variable not in environ:
             continue
+        parse = _parse_bool if isinstance(field.default, bool) else type(field.default)
         try:
-            values[field_name] = type(field.default)(environ[variable])
+            values[field_name] = parse(environ[variable])
         except ValueError as exc:
             raise ConfigurationError(
                 f"Cannot parse {variable}={environ[variable]!r}: {exc}"

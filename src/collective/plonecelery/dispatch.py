@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from dataclasses import field
+from types import SimpleNamespace
 from typing import Any
 
 import transaction
@@ -20,6 +22,11 @@ from kombu.utils.json import dumps
 logger = logging.getLogger("collective.plonecelery")
 
 _KEY = "collective.plonecelery.pending"
+
+#: After a failed send, skip sending for this many seconds (outboxed messages
+#: only), so a broker outage does not slow every committing request down.
+BROKER_RETRY_AFTER = 10.0
+_broker = SimpleNamespace(unavailable_until=0.0)  # process-wide, like the broker
 
 
 @dataclass
@@ -79,19 +86,34 @@ def send_all(messages: list[Message]) -> None:
         for message in messages:
             run_eager(message)
         return
+    outboxed = [m for m in messages if _has_outbox_record(m)]
+    if len(outboxed) == len(messages) and time.monotonic() < _broker.unavailable_until:
+        # The broker failed us a moment ago; don't make this request wait for
+        # it again. The records are in the outbox: the relay sends them.
+        logger.info(
+            "Broker recently unreachable: %d task(s) left to the outbox relay", len(messages)
+        )
+        return
     try:
         with app.producer_or_acquire() as producer:
             for message in messages:
                 send(message, producer=producer)
     except Exception:
-        # The transaction is committed; the outbox relay re-sends what is
-        # still pending, so a broker outage must not turn into an error page.
+        _broker.unavailable_until = time.monotonic() + BROKER_RETRY_AFTER
+        lost = len(messages) - len(outboxed)
         logger.warning(
-            "Could not send %d task message(s) after commit; they stay in the "
-            "outbox and are relayed when the broker is reachable",
+            "Could not send %d task message(s) after commit: %d stay in the outbox "
+            "and are relayed when the broker is reachable, %d had no outbox record "
+            "and are lost",
             len(messages),
+            len(outboxed),
+            lost,
             exc_info=True,
         )
+
+
+def _has_outbox_record(message: Message) -> bool:
+    return "outbox" in (message.options.get("headers") or {}).get("plonecelery", {})
 
 
 def send(message: Message, *, producer=None) -> None:

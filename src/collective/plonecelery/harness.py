@@ -32,6 +32,7 @@ from pathlib import Path
 from . import instance
 from .app import app
 from .config import settings_from_environ
+from .zeo import forget_oids_on_reconnect
 
 
 class WorkerHarness:
@@ -92,6 +93,7 @@ class WorkerHarness:
         configure_wsgi(str(self.zope_conf))
         Zope2.startup_wsgi()
         self.db = Zope2.DB
+        forget_oids_on_reconnect(self.db)
         # zope.conf's <environment> section has just updated os.environ.
         app.conf.update(settings_from_environ())
 

@@ -21,8 +21,10 @@ from typing import Any
 
 import transaction
 from celery import Task
+from celery.exceptions import Ignore
 from celery.utils import uuid
 
+from . import outbox
 from . import references
 from .app import app
 from .config import addon_settings
@@ -109,13 +111,14 @@ class ZopeTask(Task):
         if HEADER not in headers:
             headers[HEADER] = self._envelope_for_queuing(site=site, run_as=run_as)
             args, kwargs = references.dump(args or (), kwargs or {})
+        connection = self._queuing_connection(site)
         message = Message(
             task=self,
             task_id=options.pop("task_id", None) or uuid(),
             args=list(args or ()),
             kwargs=dict(kwargs or {}),
             options={**options, "headers": headers},
-            db=self._queuing_db(site),
+            db=connection.db() if connection is not None else None,
         )
         if without_transaction:
             if self.app.conf.task_always_eager:
@@ -123,7 +126,25 @@ class ZopeTask(Task):
             else:
                 self.send_message(message)
             return self.AsyncResult(message.task_id)
-        return self.AsyncResult(queue(message, dedupe=dedupe))
+        task_id = queue(message, dedupe=dedupe)
+        if task_id == message.task_id and self._use_outbox(connection):
+            ref = outbox.add(
+                connection,
+                task_name=self.name,
+                task_id=task_id,
+                args=message.args,
+                kwargs=message.kwargs,
+                options=message.options,
+            )
+            headers[HEADER] = {**headers[HEADER], "outbox": ref.to_json()}
+        return self.AsyncResult(task_id)
+
+    def _use_outbox(self, connection) -> bool:
+        return (
+            connection is not None
+            and self.addon_settings.outbox
+            and not self.app.conf.task_always_eager
+        )
 
     def _envelope_for_queuing(self, *, site: Any, run_as: str | None) -> dict:
         userid, unrestricted = current_user()
@@ -136,13 +157,13 @@ class ZopeTask(Task):
         }
 
     @staticmethod
-    def _queuing_db(site: Any):
+    def _queuing_connection(site: Any):
+        """The ZODB connection of the queuing code's site, if any."""
         if site is None or isinstance(site, str):
             from zope.component.hooks import getSite
 
             site = getSite()
-        jar = getattr(site, "_p_jar", None)
-        return jar.db() if jar is not None else None
+        return getattr(site, "_p_jar", None)
 
     def send_message(self, message: Message, *, producer=None):
         """Publish ``message`` to the broker now (used after commit)."""
@@ -179,12 +200,61 @@ class ZopeTask(Task):
                 unrestricted=self.unrestricted or bool(envelope.get("unrestricted")),
                 server_url=self.addon_settings.server_url,
             ) as site:
+                self._claim_outbox_record(site, envelope)
                 args, kwargs = references.load(args, kwargs, site=site)
                 result = self.run(*args, **kwargs)
                 transaction.commit()
                 return result
         except retryable as exc:
             raise self._retry_after_conflict(exc, envelope) from exc
+
+    def _claim_outbox_record(self, site, envelope: dict) -> None:
+        """Mark our outbox record done in this transaction, or skip a duplicate."""
+        ref = envelope.get("outbox")
+        if not ref:
+            return
+        state = outbox.claim(site._p_jar, outbox.RecordRef.from_json(ref))
+        if state == outbox.PENDING:
+            return
+        task_id = self.request.id
+        if state == "missing" and self.AsyncResult(task_id).state not in ("SUCCESS", "FAILURE"):
+            logger.warning(
+                "Discarding %s[%s]: it has no outbox record and no result, so the "
+                "transaction that queued it never committed",
+                self.name,
+                task_id,
+            )
+        else:
+            logger.info(
+                "Skipping %s[%s]: already run (outbox record %s); this was a redelivery",
+                self.name,
+                task_id,
+                state,
+            )
+        raise Ignore()
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        """Failed for good: keep a dead letter (and stop the outbox relay)."""
+        envelope = self.envelope()
+        if envelope is None:
+            return
+        from . import worker
+        from .deadletters import record_failure
+
+        try:
+            record_failure(
+                db=worker.get_db(),
+                task_name=self.name,
+                task_id=task_id,
+                args=args,
+                kwargs=kwargs,
+                envelope=envelope,
+                exc=exc,
+                traceback=str(einfo) if einfo is not None else "",
+                attempts=self.request.retries + 1,
+            )
+        except Exception:
+            logger.exception("Could not record the dead letter of %s[%s]", self.name, task_id)
 
     def _retry_after_conflict(self, exc: BaseException, envelope: dict):
         settings = self.addon_settings

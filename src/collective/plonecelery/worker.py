@@ -23,7 +23,11 @@ from urllib.parse import urlsplit
 import transaction
 from AccessControl.users import UnrestrictedUser
 
+from .zeo import forget_oids_on_reconnect
+
 logger = logging.getLogger("collective.plonecelery")
+
+ENVIRONMENT_PREFIXES = ("CELERY_", "PLONECELERY_")
 
 _state = threading.Lock()
 _db = None
@@ -63,7 +67,13 @@ def boot_zope(zope_conf: str) -> None:
     import Zope2
     from Zope2.Startup.run import configure_wsgi
 
+    # The process environment wins over zope.conf's <environment> section,
+    # so one zope.conf can serve hosts that differ in a setting or two.
+    overrides = {
+        key: value for key, value in os.environ.items() if key.startswith(ENVIRONMENT_PREFIXES)
+    }
     configure_wsgi(zope_conf)
+    os.environ.update(overrides)
     Zope2.startup_wsgi()
     _booted_conf = zope_conf
     close_db()
@@ -95,6 +105,7 @@ def open_db():
         dbtab.databases.clear()
         _db = dbtab.getDatabase("/", is_root=1)
         _db_pid = os.getpid()
+        forget_oids_on_reconnect(_db)
         Zope2.DB = _db
         logger.info("Opened the ZODB in process %s", _db_pid)
         return _db

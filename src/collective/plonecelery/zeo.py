@@ -1,0 +1,41 @@
+"""ZEO client adjustment: forget pre-fetched oids when the server restarts.
+
+A ZEO client asks the server for new object ids 100 at a time and keeps the
+unused ones across a reconnect. A restarted FileStorage server does not know
+about ids it handed out but nobody stored, and hands them out again: two
+clients then create different objects with the same oid (seen as a
+ConflictError, then "A different object already has the same oid"). Workers
+must survive a ZEO restart, so every database opened here drops its unused
+ids whenever the client (re)connects.
+"""
+
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger("collective.plonecelery")
+
+
+def forget_oids_on_reconnect(db) -> None:
+    """Make ``db``'s ZEO client storage drop pre-fetched oids on (re)connect."""
+    storages = [db.storage, *(d.storage for d in getattr(db, "databases", {}).values())]
+    for storage in storages:
+        original = getattr(storage, "notify_connected", None)
+        if original is None or getattr(original, "_plonecelery", False):
+            continue  # not a ZEO client, or done already
+
+        def notify_connected(conn, info, _storage=storage, _original=original):
+            if _storage._oids:
+                logger.info(
+                    "ZEO (re)connected: dropping %d pre-fetched oid(s)", len(_storage._oids)
+                )
+            _storage._oids = []
+            return _original(conn, info)
+
+        notify_connected._plonecelery = True
+        storage.notify_connected = notify_connected
+
+
+def on_database_opened(event) -> None:
+    """Subscriber for Zope's IDatabaseOpenedWithRoot (Plone instances)."""
+    forget_oids_on_reconnect(event.database)
