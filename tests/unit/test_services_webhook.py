@@ -1,0 +1,549 @@
+"""The webhook endpoint in a Plone site (plone.app.testing, requests through the real publisher).
+
+Tasks run eagerly at commit (PLONECELERY_EAGER_FUNCTIONAL_TESTING). The importer's
+``queue_import`` is replaced by one queuing ``fake_import``, a real task that notes its calls:
+an error answer must leave no delivery, no task and no ZODB transaction behind.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import types
+
+import pytest
+import transaction
+import webtest
+from AccessControl.SecurityManagement import getSecurityManager
+from plone import api
+from plone.testing._z2_testbrowser import Zope2Caller
+
+from collective.plonecelery import importer
+from collective.plonecelery import task
+from collective.plonecelery.sources import storage
+from collective.plonecelery.sources.config import SourceConfig
+from collective.plonecelery.webhooks import deliveries
+from collective.plonecelery.webhooks import services
+from collective.plonecelery.webhooks.signatures import sign
+
+pytestmark = pytest.mark.timeout(900)
+
+GHOST_SECRET = "ghost-webhook-secret"
+WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+WP_SECRET = "wp-webhooks-secret"
+HUB_SECRET = "hub-secret"
+IMPORT_USER = "plonecelery-importer"
+BLOG_URL = "https://blog.example.org"
+FEED_URL = "https://blog.example.org/feed.xml"
+
+CALLS: list[dict] = []
+
+
+@task()
+def fake_import(source_id, remote_id, action, delivery_id=None):
+    """Stands in for importer.import_post: notes who ran it with what."""
+    CALLS.append(
+        {
+            "source_id": source_id,
+            "remote_id": remote_id,
+            "action": action,
+            "delivery_id": delivery_id,
+            "user": getSecurityManager().getUser().getId(),
+        }
+    )
+    return "done"
+
+
+def fake_queue_import(config, *, remote_id, action, delivery_id=None):
+    return fake_import.apply_async(
+        args=(config.id, remote_id, action),
+        kwargs={"delivery_id": delivery_id},
+        run_as=config.import_user,
+    )
+
+
+# -- the Plone layer, set up once for this module ----------------------------------------------
+
+
+def _layer_order(layer, order):
+    for base in layer.__bases__:
+        _layer_order(base, order)
+    if layer not in order:
+        order.append(layer)
+    return order
+
+
+@pytest.fixture(scope="module")
+def layers():
+    from collective.plonecelery.testing import PLONECELERY_EAGER_FUNCTIONAL_TESTING
+
+    order = _layer_order(PLONECELERY_EAGER_FUNCTIONAL_TESTING, [])
+    done = []
+    try:
+        for layer in order:
+            layer.setUp()
+            done.append(layer)
+        yield order
+    finally:
+        for layer in reversed(done):
+            layer.tearDown()
+
+
+@pytest.fixture
+def portal(layers, monkeypatch):
+    for layer in layers:
+        layer.testSetUp()
+    CALLS.clear()
+    monkeypatch.setattr(importer, "queue_import", fake_queue_import)
+    portal = layers[-1]["portal"]
+    try:
+        yield portal
+    finally:
+        for layer in reversed(layers):
+            layer.testTearDown()
+
+
+@pytest.fixture
+def app(layers, portal):
+    """A WebTest client on the Zope publisher; sends no Accept header unless told."""
+    caller = Zope2Caller(types.SimpleNamespace(handleErrors=True), layers[-1]["app"])
+    return webtest.TestApp(caller)
+
+
+def make_source(portal, **overrides) -> SourceConfig:
+    with api.env.adopt_roles(["Manager"]):
+        if "news" not in portal:
+            api.content.create(container=portal, type="Folder", id="news", title="News")
+        if api.user.get(userid=IMPORT_USER) is None:
+            api.user.create(email="importer@example.org", username=IMPORT_USER)
+        data = {
+            "id": "ghost",
+            "title": "Ghost blog",
+            "kind": "ghost",
+            "api_url": "https://blog.example.org",
+            "api_key": "22444f78447824223cefc48062",
+            "scheme": "ghost",
+            "secret": GHOST_SECRET,
+            "target": "news",
+        }
+        data.update(overrides)
+        config = storage.add_source(SourceConfig.from_dict(data), portal=portal)
+    transaction.commit()
+    return config
+
+
+GHOST_BODY = json.dumps(
+    {"post": {"current": {"id": "5c7ece47da174000c0c5c6d7", "title": "Hello"}, "previous": {}}}
+).encode()
+
+
+def last_tid(portal):
+    return portal._p_jar.db().lastTransaction()
+
+
+def post(app, url, body, headers, *, status):
+    headers = {"Content-Type": "application/json", **headers}
+    return app.post(url, params=body, headers=headers, status=status)
+
+
+# -- accepted deliveries -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefix", ["/plone/++api++", "/plone"])
+def test_ghost_webhook_without_accept_header_is_queued(app, portal, prefix):
+    make_source(portal)
+    headers = sign(scheme="ghost", secret=GHOST_SECRET, body=GHOST_BODY)
+    response = post(
+        app, f"{prefix}/@blog-webhook/ghost?event=post.published", GHOST_BODY, headers, status=202
+    )
+    assert "Accept" not in response.request.headers
+    assert response.content_type == "application/json"
+    answer = response.json
+    assert answer["task"] and answer["delivery"]
+    assert answer["action"] == "upsert"
+    assert answer["remote_id"] == "5c7ece47da174000c0c5c6d7"
+    # The task ran at commit, as the source's import user, with what the body named.
+    assert [
+        {
+            "source_id": "ghost",
+            "remote_id": "5c7ece47da174000c0c5c6d7",
+            "action": "upsert",
+            "delivery_id": answer["delivery"],
+            "user": IMPORT_USER,
+        }
+    ] == CALLS
+    entry = deliveries.get(answer["delivery"], portal=portal)
+    assert entry["status"] == "queued"
+    assert entry["task_id"] == answer["task"]
+    assert entry["event"] == "post.published"
+
+
+@pytest.mark.parametrize("accept", ["application/json", "*/*", "text/html"])
+def test_any_accept_header_reaches_the_endpoint(app, portal, accept):
+    make_source(portal)
+    headers = {"Accept": accept, **sign(scheme="ghost", secret=GHOST_SECRET, body=GHOST_BODY)}
+    response = post(app, "/plone/@blog-webhook/ghost", GHOST_BODY, headers, status=202)
+    assert response.json["task"]
+    assert len(CALLS) == 1
+
+
+def test_standard_webhooks_delivery(app, portal):
+    make_source(portal, id="std", scheme="standard-webhooks", secret=WHSEC)
+    body = b'{"type": "post.deleted", "data": {"id": "abc"}}'
+    headers = sign(scheme="standard-webhooks", secret=WHSEC, body=body, msg_id="msg_1")
+    answer = post(app, "/plone/++api++/@blog-webhook/std", body, headers, status=202).json
+    assert answer["delivery"] == "msg_1"
+    assert answer["action"] == "remove"
+    assert [call["remote_id"] for call in CALLS] == ["abc"]
+
+
+def test_wordpress_hmac_base64_with_renamed_header(app, portal):
+    make_source(
+        portal,
+        id="wp",
+        kind="wordpress",
+        api_key="",
+        scheme="hmac-sha256-base64",
+        header_name="X-WC-Webhook-Signature",
+        secret=WP_SECRET,
+    )
+    body = b'{"post_id": 42, "post": {"ID": 42, "post_type": "post"}}'
+    headers = sign(
+        scheme="hmac-sha256-base64",
+        secret=WP_SECRET,
+        body=body,
+        header_name="X-WC-Webhook-Signature",
+    )
+    answer = post(app, "/plone/@blog-webhook/wp?event=post_update", body, headers, status=202).json
+    assert answer["remote_id"] == "42"
+    assert CALLS[0]["action"] == "upsert"
+
+
+def test_websub_feed_delivery_refetches_the_feed(app, portal):
+    make_source(
+        portal,
+        id="feed",
+        kind="feed",
+        api_key="",
+        api_url="https://blog.example.org/feed.xml",
+        scheme="websub",
+        secret=HUB_SECRET,
+    )
+    body = b'<?xml version="1.0"?><rss version="2.0"><channel><title>B</title></channel></rss>'
+    headers = {
+        **sign(scheme="websub", secret=HUB_SECRET, body=body),
+        "Content-Type": "application/rss+xml",
+    }
+    answer = app.post("/plone/@blog-webhook/feed", params=body, headers=headers, status=202).json
+    assert answer["remote_id"] is None
+    assert CALLS[0]["remote_id"] is None and CALLS[0]["action"] == "upsert"
+
+
+def test_duplicate_delivery_queues_nothing_new(app, portal):
+    make_source(portal)
+    headers = sign(scheme="ghost", secret=GHOST_SECRET, body=GHOST_BODY)
+    first = post(app, "/plone/@blog-webhook/ghost", GHOST_BODY, headers, status=202).json
+    again = post(app, "/plone/@blog-webhook/ghost", GHOST_BODY, headers, status=200).json
+    assert again["duplicate"] is True
+    assert again["delivery"] == first["delivery"]
+    assert again["task"] == first["task"]
+    assert len(CALLS) == 1
+    assert deliveries.count(portal=portal) == 1
+
+
+def test_unsupported_event_is_acknowledged_and_ignored(app, portal):
+    make_source(portal)
+    headers = sign(scheme="ghost", secret=GHOST_SECRET, body=GHOST_BODY)
+    answer = post(
+        app, "/plone/@blog-webhook/ghost?event=member.added", GHOST_BODY, headers, status=202
+    ).json
+    assert answer["ignored"] is True
+    assert answer["event"] == "member.added"
+    assert answer["task"] is None
+    assert CALLS == []
+    assert deliveries.get(answer["delivery"], portal=portal)["status"] == "ignored"
+
+
+def test_woocommerce_ping_gets_200_and_writes_nothing(app, portal):
+    make_source(
+        portal,
+        id="wc",
+        kind="wordpress",
+        api_key="",
+        scheme="hmac-sha256-base64",
+        secret=WP_SECRET,
+    )
+    before = last_tid(portal)
+    response = app.post(
+        "/plone/@blog-webhook/wc",
+        params=b"webhook_id=17",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        status=200,
+    )
+    assert response.json["ignored"] is True
+    assert last_tid(portal) == before
+    assert CALLS == []
+
+
+# -- refused requests: JSON error, nothing written -----------------------------------------------
+
+
+def assert_refused(app, portal, *, url, body, headers, status, error_type):
+    before = last_tid(portal)
+    response = post(app, url, body, headers, status=status)
+    assert response.content_type == "application/json"
+    assert response.json["type"] == error_type
+    assert response.json["message"]
+    assert GHOST_SECRET not in response.text
+    assert last_tid(portal) == before, "an error answer committed a transaction"
+    assert CALLS == []
+    assert deliveries.count(portal=portal) == 0
+    assert not api.content.find(portal_type="News Item")
+    return response.json
+
+
+def test_wrong_signature(app, portal):
+    make_source(portal)
+    headers = sign(scheme="ghost", secret="not-the-secret", body=GHOST_BODY)
+    assert_refused(
+        app,
+        portal,
+        url="/plone/@blog-webhook/ghost",
+        body=GHOST_BODY,
+        headers=headers,
+        status=401,
+        error_type="SignatureInvalid",
+    )
+
+
+def test_missing_signature_header(app, portal):
+    make_source(portal)
+    assert_refused(
+        app,
+        portal,
+        url="/plone/++api++/@blog-webhook/ghost",
+        body=GHOST_BODY,
+        headers={},
+        status=401,
+        error_type="SignatureMissing",
+    )
+
+
+def test_stale_timestamp(app, portal):
+    make_source(portal)
+    headers = sign(scheme="ghost", secret=GHOST_SECRET, body=GHOST_BODY, now=time.time() - 3600)
+    answer = assert_refused(
+        app,
+        portal,
+        url="/plone/@blog-webhook/ghost",
+        body=GHOST_BODY,
+        headers=headers,
+        status=401,
+        error_type="SignatureStale",
+    )
+    assert "tolerance 300" in answer["message"]
+
+
+def test_altered_body(app, portal):
+    make_source(portal)
+    headers = sign(scheme="ghost", secret=GHOST_SECRET, body=GHOST_BODY)
+    assert_refused(
+        app,
+        portal,
+        url="/plone/@blog-webhook/ghost",
+        body=GHOST_BODY.replace(b"Hello", b"Hallo"),
+        headers=headers,
+        status=401,
+        error_type="SignatureInvalid",
+    )
+
+
+def test_malformed_json_correctly_signed(app, portal):
+    make_source(portal)
+    body = b'{"post": {"current": '
+    assert_refused(
+        app,
+        portal,
+        url="/plone/@blog-webhook/ghost",
+        body=body,
+        headers=sign(scheme="ghost", secret=GHOST_SECRET, body=body),
+        status=400,
+        error_type="MalformedPayload",
+    )
+
+
+def test_unknown_source(app, portal):
+    make_source(portal)
+    assert_refused(
+        app,
+        portal,
+        url="/plone/++api++/@blog-webhook/nope",
+        body=GHOST_BODY,
+        headers=sign(scheme="ghost", secret=GHOST_SECRET, body=GHOST_BODY),
+        status=404,
+        error_type="UnknownSource",
+    )
+
+
+def test_missing_source_id(app, portal):
+    make_source(portal)
+    assert_refused(
+        app,
+        portal,
+        url="/plone/@blog-webhook",
+        body=GHOST_BODY,
+        headers={},
+        status=404,
+        error_type="UnknownSource",
+    )
+
+
+def test_body_over_the_limit(app, portal, monkeypatch):
+    make_source(portal)
+    monkeypatch.setenv("PLONECELERY_WEBHOOK_MAX_BYTES", "1000")
+    body = json.dumps({"post": {"current": {"id": "x", "html": "a" * 2000}}}).encode()
+    answer = assert_refused(
+        app,
+        portal,
+        url="/plone/@blog-webhook/ghost",
+        body=body,
+        headers=sign(scheme="ghost", secret=GHOST_SECRET, body=body),
+        status=413,
+        error_type="PayloadTooLarge",
+    )
+    assert "1000 bytes" in answer["message"]
+
+
+def test_default_limit_is_one_megabyte(app, portal):
+    make_source(portal)
+    body = b'{"post": {"current": {"id": "x", "html": "' + b"a" * (1024 * 1024) + b'"}}}'
+    assert_refused(
+        app,
+        portal,
+        url="/plone/++api++/@blog-webhook/ghost",
+        body=body,
+        headers=sign(scheme="ghost", secret=GHOST_SECRET, body=body),
+        status=413,
+        error_type="PayloadTooLarge",
+    )
+
+
+def test_errors_are_logged_without_the_secret(app, portal, caplog):
+    make_source(portal)
+    headers = sign(scheme="ghost", secret="wrong", body=GHOST_BODY)
+    with caplog.at_level("WARNING", logger="collective.plonecelery"):
+        post(app, "/plone/@blog-webhook/ghost", GHOST_BODY, headers, status=401)
+    messages = [r.getMessage() for r in caplog.records if r.name == "collective.plonecelery"]
+    assert any("401 SignatureInvalid" in message and "'ghost'" in message for message in messages)
+    assert not any(GHOST_SECRET in message for message in messages)
+
+
+def test_other_methods_are_refused(app, portal):
+    make_source(portal)
+    response = app.put("/plone/@blog-webhook/ghost", params=b"{}", status=405)
+    assert response.json["type"] == "MethodNotAllowed"
+
+
+# -- the body is read with a bound, whatever Content-Length says ---------------------------------
+
+
+def fake_request(body: bytes, content_length: str | None):
+    environ = {} if content_length is None else {"CONTENT_LENGTH": content_length}
+    return types.SimpleNamespace(environ=environ, stdin=io.BytesIO(body))
+
+
+def test_read_body_checks_the_bytes_read_not_only_content_length():
+    with pytest.raises(services.WebhookError) as refused:
+        services.read_body(fake_request(b"x" * 101, "10"), limit=100)
+    assert refused.value.status == 413
+    with pytest.raises(services.WebhookError):
+        services.read_body(fake_request(b"x" * 101, None), limit=100)
+    with pytest.raises(services.WebhookError):
+        services.read_body(fake_request(b"", "101"), limit=100)
+    assert services.read_body(fake_request(b"x" * 100, None), limit=100) == b"x" * 100
+
+
+def test_max_body_bytes_setting():
+    assert services.max_body_bytes({}) == 1024 * 1024
+    assert services.max_body_bytes({"PLONECELERY_WEBHOOK_MAX_BYTES": "5"}) == 5
+    with pytest.raises(ValueError, match="PLONECELERY_WEBHOOK_MAX_BYTES"):
+        services.max_body_bytes({"PLONECELERY_WEBHOOK_MAX_BYTES": "1MB"})
+
+
+# -- WebSub verification of intent ---------------------------------------------------------------
+
+
+def websub_source(portal):
+    return make_source(
+        portal,
+        id="hub",
+        kind="feed",
+        api_key="",
+        api_url="https://blog.example.org/feed.xml",
+        scheme="websub",
+        secret=HUB_SECRET,
+    )
+
+
+def test_websub_verification_of_intent_echoes_the_challenge(app, portal):
+    websub_source(portal)
+    response = app.get(
+        "/plone/@blog-webhook/hub",
+        params={
+            "hub.mode": "subscribe",
+            "hub.topic": "https://blog.example.org/feed.xml",
+            "hub.challenge": "c-12345",
+            "hub.lease_seconds": "864000",
+        },
+        status=200,
+    )
+    assert response.text == "c-12345"
+    assert response.content_type == "text/plain"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"hub.mode": "subscribe", "hub.topic": "https://evil.example/feed", "hub.challenge": "c"},
+        {"hub.mode": "subscribe", "hub.topic": "https://blog.example.org/feed.xml"},
+        {
+            "hub.mode": "publish",
+            "hub.topic": "https://blog.example.org/feed.xml",
+            "hub.challenge": "c",
+        },
+        {},
+    ],
+)
+def test_websub_verification_for_another_topic_is_refused(app, portal, params):
+    websub_source(portal)
+    response = app.get("/plone/@blog-webhook/hub", params=params, status=404)
+    assert response.json["type"] == "NotSubscribed"
+
+
+def test_no_verification_of_intent_for_other_schemes(app, portal):
+    make_source(portal)
+    params = {
+        "hub.mode": "subscribe",
+        "hub.topic": "https://blog.example.org",
+        "hub.challenge": "c",
+    }
+    app.get("/plone/@blog-webhook/ghost", params=params, status=404)
+
+
+# -- trimming runs as a task, not in the request -----------------------------------------------
+
+
+def test_log_over_its_bound_is_trimmed_by_a_task(app, portal, monkeypatch):
+    make_source(portal, id="std", scheme="standard-webhooks", secret=WHSEC)
+    monkeypatch.setenv("PLONECELERY_DELIVERY_MAX_ENTRIES", "3")
+    monkeypatch.setattr(deliveries, "_last_trim_queued", 0.0)
+    for number in range(4):
+        body = json.dumps({"type": "post.updated", "data": {"id": str(number)}}).encode()
+        headers = sign(scheme="standard-webhooks", secret=WHSEC, body=body, msg_id=f"m{number}")
+        post(app, "/plone/@blog-webhook/std", body, headers, status=202)
+    # The fourth delivery went over the bound: a trim task ran after its commit.
+    portal._p_jar.sync()
+    kept = [entry["delivery_id"] for entry in deliveries.list_deliveries(portal=portal)]
+    assert kept == ["m3", "m2", "m1"]
+    assert deliveries.count(portal=portal) == 3
