@@ -32,6 +32,7 @@ from pathlib import Path
 from . import instance
 from .app import app
 from .config import settings_from_environ
+from .outbox import ensure_outbox
 from .zeo import forget_oids_on_reconnect
 
 
@@ -94,6 +95,7 @@ class WorkerHarness:
         Zope2.startup_wsgi()
         self.db = Zope2.DB
         forget_oids_on_reconnect(self.db)
+        ensure_outbox(self.db)
         # zope.conf's <environment> section has just updated os.environ.
         app.conf.update(settings_from_environ())
 

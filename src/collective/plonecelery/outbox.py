@@ -113,6 +113,27 @@ def get_outbox(connection, *, create: bool = True) -> Outbox | None:
     return outbox
 
 
+def ensure_outbox(db) -> None:
+    """Create the outbox at start-up, so first uses never race to create it."""
+    tm = transaction.TransactionManager()
+    connection = db.open(transaction_manager=tm)
+    try:
+        tm.begin()
+        if connection.root().get(ROOT_KEY) is None:
+            get_outbox(connection)
+            tm.commit()
+    except ConflictError:
+        pass  # somebody else just created it
+    finally:
+        tm.abort()
+        connection.close()
+
+
+def on_database_opened(event) -> None:
+    """Subscriber for Zope's IDatabaseOpenedWithRoot (Plone instances)."""
+    ensure_outbox(event.database)
+
+
 def add(connection, *, task_name: str, task_id: str, args, kwargs, options: dict) -> RecordRef:
     """Write a pending record in the current transaction; returns its reference."""
     outbox = get_outbox(connection)
@@ -216,7 +237,9 @@ def relay(*, db, app, grace: float, retention: float, lease_seconds: float = 120
     try:
         tm.begin()
         now = time.time()
-        outbox = get_outbox(connection)
+        outbox = get_outbox(connection, create=False)
+        if outbox is None:
+            return 0
         if not _take_lease(outbox, owner=owner, seconds=lease_seconds, now=now):
             tm.abort()
             return 0

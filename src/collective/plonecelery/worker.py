@@ -98,6 +98,8 @@ def open_db():
     import Zope2
     from App.config import getConfiguration
 
+    from .outbox import ensure_outbox
+
     with _state:
         if _db is not None and _db_pid == os.getpid():
             return _db
@@ -106,6 +108,7 @@ def open_db():
         _db = dbtab.getDatabase("/", is_root=1)
         _db_pid = os.getpid()
         forget_oids_on_reconnect(_db)
+        ensure_outbox(_db)
         Zope2.DB = _db
         logger.info("Opened the ZODB in process %s", _db_pid)
         return _db
