@@ -330,6 +330,9 @@ def _is_woocommerce_ping(config: SourceConfig, body: bytes) -> bool:
 
 # -- REST API for Managers ------------------------------------------------------------------
 
+#: Keys GET adds to a source that are not fields: ignored when sent back.
+_READ_ONLY = ("@id", "webhook_urls")
+
 
 class ApiError(Exception):
     """An error answer of the REST API."""
@@ -387,10 +390,12 @@ class _ManagerService(Service):
         alsoProvides(self.request, IDisableCSRFProtection)
 
     def body(self) -> dict[str, Any]:
+        """The JSON body, without the read-only keys GET adds (so GET output can be sent back)."""
         try:
-            return json_body(self.request)
+            data = json_body(self.request)
         except Exception as exc:  # plone.restapi raises DeserializationError
             raise ApiError(400, "BadRequest", f"the body must be a JSON object: {exc}") from None
+        return {key: value for key, value in data.items() if key not in _READ_ONLY}
 
 
 class SourcesGet(_ManagerService):

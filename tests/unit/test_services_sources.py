@@ -1,0 +1,277 @@
+"""The Manager REST API: @blog-sources and @blog-deliveries through the real publisher."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import transaction
+import webtest
+from plone import api
+from plone.app.testing import SITE_OWNER_NAME
+from plone.app.testing import SITE_OWNER_PASSWORD
+from plone.app.testing import TEST_USER_NAME
+from plone.app.testing import TEST_USER_PASSWORD
+from plone.testing._z2_testbrowser import Zope2Caller
+
+from collective.plonecelery import importer
+from collective.plonecelery.sources import storage
+from collective.plonecelery.webhooks import deliveries
+from collective.plonecelery.webhooks.signatures import sign
+
+pytestmark = pytest.mark.timeout(900)
+
+IMPORT_USER = "plonecelery-importer"
+SOURCE = {
+    "id": "blog",
+    "title": "Blog",
+    "kind": "ghost",
+    "api_url": "https://blog.example.org",
+    "api_key": "content-key",
+    "scheme": "ghost",
+    "secret": "s3cret-webhook-key",
+    "target": "news",
+}
+
+
+def _layer_order(layer, order):
+    for base in layer.__bases__:
+        _layer_order(base, order)
+    if layer not in order:
+        order.append(layer)
+    return order
+
+
+@pytest.fixture(scope="module")
+def layers():
+    from collective.plonecelery.testing import PLONECELERY_EAGER_FUNCTIONAL_TESTING
+
+    order = _layer_order(PLONECELERY_EAGER_FUNCTIONAL_TESTING, [])
+    done = []
+    try:
+        for layer in order:
+            layer.setUp()
+            done.append(layer)
+        yield order
+    finally:
+        for layer in reversed(done):
+            layer.tearDown()
+
+
+@pytest.fixture
+def queued(monkeypatch):
+    """Calls of the importer's queuing functions (the importer has tests of its own)."""
+    calls = []
+
+    def fake(name):
+        def queue(*args, **kwargs):
+            calls.append((name, args, kwargs))
+            return types.SimpleNamespace(id=f"task-{len(calls)}")
+
+        return queue
+
+    monkeypatch.setattr(importer, "queue_import", fake("import"))
+    monkeypatch.setattr(importer, "queue_backfill", fake("backfill"))
+    monkeypatch.setattr(importer.test_source, "delay", fake("test"))
+    return calls
+
+
+@pytest.fixture
+def portal(layers, queued):
+    for layer in layers:
+        layer.testSetUp()
+    portal = layers[-1]["portal"]
+    with api.env.adopt_roles(["Manager"]):
+        api.content.create(container=portal, type="Folder", id="news", title="News")
+        if api.user.get(userid=IMPORT_USER) is None:
+            api.user.create(email="importer@example.org", username=IMPORT_USER)
+    transaction.commit()
+    try:
+        yield portal
+    finally:
+        for layer in reversed(layers):
+            layer.testTearDown()
+
+
+def client(layers, *, auth=None):
+    caller = Zope2Caller(types.SimpleNamespace(handleErrors=True), layers[-1]["app"])
+    app = webtest.TestApp(caller)
+    if auth:
+        app.authorization = ("Basic", auth)
+    return app
+
+
+@pytest.fixture
+def manager(layers, portal):
+    return client(layers, auth=(SITE_OWNER_NAME, SITE_OWNER_PASSWORD))
+
+
+API = "/plone/++api++"
+
+
+def test_crud(manager, portal):
+    assert manager.get(f"{API}/@blog-sources").json["items"] == []
+    created = manager.post_json(f"{API}/@blog-sources", SOURCE, status=201)
+    site = "http://localhost:80/plone"  # as the request saw it
+    assert created.headers["Location"] == f"{site}/@blog-sources/blog"
+    data = created.json
+    assert data["secret"] == {"set": True}
+    assert data["api_key"] == {"set": True}
+    assert data["app_password"] == {"set": False}
+    assert data["webhook_urls"] == {
+        "api": f"{site}/++api++/@blog-webhook/blog",
+        "plain": f"{site}/@blog-webhook/blog",
+    }
+    assert "s3cret" not in created.text
+
+    listed = manager.get(f"{API}/@blog-sources").json
+    assert [item["id"] for item in listed["items"]] == ["blog"]
+    assert "s3cret" not in manager.get(f"{API}/@blog-sources").text
+    one = manager.get(f"{API}/@blog-sources/blog").json
+    assert one["title"] == "Blog" and one["secret"] == {"set": True}
+
+    # PATCH: what GET shows can be sent back; secrets stay unless given.
+    patched = manager.patch_json(
+        f"{API}/@blog-sources/blog", {**one, "title": "Our blog"}, status=200
+    ).json
+    assert patched["title"] == "Our blog"
+    portal._p_jar.sync()
+    assert storage.get_source("blog", portal=portal).secret == "s3cret-webhook-key"
+    manager.patch_json(f"{API}/@blog-sources/blog", {"secret": "rotated"}, status=200)
+    portal._p_jar.sync()
+    assert storage.get_source("blog", portal=portal).secret == "rotated"
+
+    manager.delete(f"{API}/@blog-sources/blog", status=204)
+    error = manager.get(f"{API}/@blog-sources/blog", status=404).json
+    assert error["type"] == "NotFound"
+    assert "no blog source with id 'blog'" in error["message"]
+
+
+def test_add_with_accept_header_instead_of_api_prefix(manager, portal):
+    response = manager.post_json(
+        "/plone/@blog-sources", SOURCE, headers={"Accept": "application/json"}, status=201
+    )
+    assert response.json["id"] == "blog"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({**SOURCE, "kind": "medium"}, "unknown source kind 'medium'"),
+        ({**SOURCE, "colour": "red"}, "unknown source field(s) 'colour'"),
+        ({**SOURCE, "secret": ""}, "needs the webhook secret"),
+        ({**SOURCE, "target": "nowhere"}, "is not a folder of the site"),
+        ({**SOURCE, "tolerance": "5"}, "tolerance must be an integer"),
+        ({key: value for key, value in SOURCE.items() if key != "api_url"}, "missing 'api_url'"),
+    ],
+)
+def test_add_validation_errors(manager, portal, data, message):
+    error = manager.post_json(f"{API}/@blog-sources", data, status=400).json
+    assert error["type"] == "BadRequest"
+    assert message in error["message"]
+    portal._p_jar.sync()
+    assert storage.list_sources(portal=portal) == []
+
+
+def test_add_twice(manager, portal):
+    manager.post_json(f"{API}/@blog-sources", SOURCE, status=201)
+    error = manager.post_json(f"{API}/@blog-sources", SOURCE, status=400).json
+    assert "exists already" in error["message"]
+
+
+def test_body_must_be_json(manager, portal):
+    response = manager.post(
+        f"{API}/@blog-sources",
+        params=b"not json",
+        headers={"Content-Type": "application/json"},
+        status=400,
+    )
+    assert response.json["type"] == "BadRequest"
+
+
+def test_patch_errors(manager, portal):
+    manager.post_json(f"{API}/@blog-sources", SOURCE, status=201)
+    error = manager.patch_json(f"{API}/@blog-sources/blog", {"id": "other"}, status=400).json
+    assert "cannot change" in error["message"]
+    error = manager.patch_json(f"{API}/@blog-sources/blog", {"scheme": "rot13"}, status=400).json
+    assert "unknown webhook scheme" in error["message"]
+    manager.patch_json(f"{API}/@blog-sources/nope", {"title": "x"}, status=404)
+    portal._p_jar.sync()
+    assert storage.get_source("blog", portal=portal).scheme == "ghost"
+
+
+def test_unknown_paths(manager, portal):
+    manager.post_json(f"{API}/@blog-sources", SOURCE, status=201)
+    manager.get(f"{API}/@blog-sources/blog/extra", status=404)
+    error = manager.post_json(f"{API}/@blog-sources/blog/explode", {}, status=404).json
+    assert "unknown action 'explode'" in error["message"]
+
+
+def test_test_and_backfill_actions_queue_tasks(manager, portal, queued):
+    manager.post_json(f"{API}/@blog-sources", SOURCE, status=201)
+    tested = manager.post(f"{API}/@blog-sources/blog/test", status=202).json
+    assert tested == {"task": "task-1", "source": "blog", "action": "test"}
+    backfill = manager.post(f"{API}/@blog-sources/blog/backfill", status=202).json
+    assert backfill["task"] == "task-2"
+    assert queued[0] == ("test", ("blog",), {})
+    assert queued[1][0] == "backfill" and queued[1][1][0].id == "blog"
+    manager.post(f"{API}/@blog-sources/nope/test", status=404)
+    assert len(queued) == 2
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "@blog-sources"),
+        ("get", "@blog-sources/blog"),
+        ("get", "@blog-deliveries"),
+        ("delete", "@blog-sources/blog"),
+    ],
+)
+@pytest.mark.parametrize("who", ["anonymous", "member"])
+def test_managers_only(layers, manager, portal, method, path, who):
+    manager.post_json(f"{API}/@blog-sources", SOURCE, status=201)
+    auth = None if who == "anonymous" else (TEST_USER_NAME, TEST_USER_PASSWORD)
+    other = client(layers, auth=auth)
+    response = getattr(other, method)(f"{API}/{path}", status="*")
+    assert response.status_int == 401
+    assert "s3cret" not in response.text
+    portal._p_jar.sync()
+    assert storage.get_source("blog", portal=portal)
+
+
+def test_managers_only_for_writes(layers, manager, portal):
+    other = client(layers, auth=(TEST_USER_NAME, TEST_USER_PASSWORD))
+    assert other.post_json(f"{API}/@blog-sources", SOURCE, status="*").status_int == 401
+    manager.post_json(f"{API}/@blog-sources", SOURCE, status=201)
+    assert (
+        other.patch_json(f"{API}/@blog-sources/blog", {"title": "x"}, status="*").status_int == 401
+    )
+    assert other.post(f"{API}/@blog-sources/blog/backfill", status="*").status_int == 401
+    portal._p_jar.sync()
+    assert storage.get_source("blog", portal=portal).title == "Blog"
+
+
+def test_deliveries(layers, manager, portal, queued):
+    manager.post_json(f"{API}/@blog-sources", SOURCE, status=201)
+    manager.post_json(f"{API}/@blog-sources", {**SOURCE, "id": "other"}, status=201)
+    anonymous = client(layers)
+    body = b'{"post": {"current": {"id": "p1"}, "previous": {}}}'
+    for source in ("blog", "other"):
+        headers = {
+            "Content-Type": "application/json",
+            **sign(scheme="ghost", secret=SOURCE["secret"], body=body),
+        }
+        anonymous.post(f"/plone/@blog-webhook/{source}", params=body, headers=headers, status=202)
+    listed = manager.get(f"{API}/@blog-deliveries").json
+    assert [item["source_id"] for item in listed["items"]] == ["other", "blog"]
+    assert listed["log_size"] == 2
+    only = manager.get(f"{API}/@blog-deliveries", params={"source": "blog"}).json
+    assert [item["source_id"] for item in only["items"]] == ["blog"]
+    item = only["items"][0]
+    assert item["status"] == "queued" and item["remote_id"] == "p1" and item["task_id"]
+    assert manager.get(f"{API}/@blog-deliveries", params={"limit": "1"}).json["items_total"] == 1
+    manager.get(f"{API}/@blog-deliveries", params={"source": "nope"}, status=404)
+    manager.get(f"{API}/@blog-deliveries", params={"limit": "many"}, status=400)
+    portal._p_jar.sync()
+    assert deliveries.count(portal=portal) == 2
