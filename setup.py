@@ -50,6 +50,7 @@ setup(
             "pytest",
             "pytest-httpserver",
             "pytest-timeout",
+            "zope.pytestlayer",
             "ruff",
         ],
         "docs": ["Sphinx"],
