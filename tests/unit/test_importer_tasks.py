@@ -512,9 +512,12 @@ def test_feature_image_on_a_foreign_host_is_refused_and_the_post_imported(portal
 def test_feature_image_on_a_configured_cdn_host_is_fetched(portal, httpserver, blog):
     # 'localhost' is the test server under another name: a CDN host of the source.
     config = add_source(
-        portal, httpserver, id="cdn", api_url=f"http://127.0.0.1:{httpserver.port}/",
+        portal,
+        httpserver,
+        id="cdn",
+        api_url=f"http://127.0.0.1:{httpserver.port}/",
         cdn_hosts=["localhost"],
-    )  # fmt: skip
+    )
     blog.add(
         ghost_post(feature_image=f"http://localhost:{httpserver.port}/content/images/feature.png")
     )
@@ -532,9 +535,14 @@ def test_wordpress_post_is_imported(portal, httpserver):
     httpserver.expect_request("/wp-json/wp/v2/posts/4").respond_with_json(data)
     httpserver.expect_request("/up/a.png").respond_with_data(PNG, content_type="image/png")
     config = add_source(
-        portal, httpserver, id="wp", kind="wordpress", api_key="",
-        scheme="hmac-sha256-base64", secret="wp-secret",
-    )  # fmt: skip
+        portal,
+        httpserver,
+        id="wp",
+        kind="wordpress",
+        api_key="",
+        scheme="hmac-sha256-base64",
+        secret="wp-secret",
+    )
     result, delivery = deliver(config, "4")
     assert delivery["status"] == "imported", delivery
     item = only_item(portal, config, "4")
@@ -554,9 +562,15 @@ def test_feed_entries_are_imported_and_reimport_skips_them(portal, httpserver):
         (DATA / "json_feed_1_1.json").read_bytes(), content_type="application/feed+json"
     )
     config = add_source(
-        portal, httpserver, id="feed", kind="feed", api_key="",
-        api_url=httpserver.url_for("/feed.json"), scheme="websub", secret="hub",
-    )  # fmt: skip
+        portal,
+        httpserver,
+        id="feed",
+        kind="feed",
+        api_key="",
+        api_url=httpserver.url_for("/feed.json"),
+        scheme="websub",
+        secret="hub",
+    )
     result, delivery = deliver(config, None)
     assert delivery["status"] == "imported"
     assert result.result["note"].startswith("2 of 2 entries imported")
