@@ -22,6 +22,7 @@ from conftest import BROKER
 from ZODB.POSException import ConflictError
 
 from collective.plonecelery import deadletters
+from collective.plonecelery import instance
 from collective.plonecelery import outbox
 from collective.plonecelery.dispatch import Message
 from collective.plonecelery.dispatch import PendingMessages
@@ -236,3 +237,44 @@ def test_concurrent_queuing_from_threads_never_conflicts(harness):
     assert errors == []
     assert sorted(wait_all(results, timeout=300)) == sorted(wanted)
     assert set(run_counts(harness, wanted).values()) == {1}
+
+
+@pytest.mark.skipif(BROKER != "redis", reason="the visibility timeout is Redis's")
+def test_long_task_is_not_redelivered_while_it_runs(harness, tmp_path):
+    """Redis hands unacknowledged messages to other consumers after the
+    visibility timeout; ours (3600 s by default) outlasts a long task."""
+    (key,) = keys("long", 1)
+    with harness.session():
+        result = sample_tasks.slow_count_run.delay(key, 8)
+        transaction.commit()
+    harness.wait_for_log(f"slow task started {key}", timeout=60)
+    # A second worker starting now restores every message whose visibility
+    # timeout has passed: ours must not be among them.
+    second_log = tmp_path / "second-worker.log"
+    env = {**os.environ, **harness.environment, **harness.worker_env}
+    second = instance.start_worker(
+        zope_conf=harness.zope_conf,
+        env=env,
+        args=("-l", "info", "-c", "1", "-n", "second@%h"),
+        log_file=second_log,
+    )
+    try:
+        assert result.get(timeout=TIMEOUT) == key
+    finally:
+        instance.stop_process(second)
+    assert "ready." in second_log.read_text()
+    assert result.id not in second_log.read_text()
+    assert run_counts(harness, [key]) == {key: 1}
+
+
+def test_warm_shutdown_finishes_the_running_task(harness):
+    (key,) = keys("warm", 1)
+    with harness.session():
+        result = sample_tasks.slow_count_run.delay(key, 3)
+        transaction.commit()
+    harness.wait_for_log(f"slow task started {key}", timeout=60)
+    harness.worker.send_signal(signal.SIGTERM)
+    assert harness.worker.wait(timeout=60) == 0
+    harness.start_worker()  # back for the next tests: a deploy's restart
+    assert result.get(timeout=TIMEOUT) == key
+    assert run_counts(harness, [key]) == {key: 1}

@@ -51,6 +51,8 @@ DEFAULTS: dict[str, object] = {
     "worker_prefetch_multiplier": 1,
     "broker_connection_retry_on_startup": True,
     "task_store_eager_result": True,
+    # The outbox relay leaves alone what a worker has started.
+    "task_track_started": True,
     "result_extended": True,
     "worker_hijack_root_logger": False,
     "enable_utc": True,

@@ -260,6 +260,10 @@ def relay(*, db, app, grace: float, retention: float, lease_seconds: float = 120
                     record.task_name,
                 )
                 continue
+            if app.AsyncResult(record.task_id).state != "PENDING":
+                # A worker has started it (task_track_started): a second copy
+                # would only do the same work and lose at commit.
+                continue
             message = Message(
                 task=task,
                 task_id=record.task_id,
