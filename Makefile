@@ -48,3 +48,8 @@ constraints:
 
 clean:
 	rm -rf $(VENV) var etc
+
+## versions.cfg (buildout) from constraints.txt (pip)
+versions.cfg: constraints.txt
+	{ echo "# Buildout versions generated from constraints.txt (make versions.cfg); keep them in step."; \
+	  echo "[versions]"; grep -v '^#' constraints.txt | grep '==' | sed 's/==/ = /'; } > versions.cfg
