@@ -25,19 +25,30 @@ def _layer_order(layer, order):
 
 
 @pytest.fixture(scope="module")
-def layers():
+def layers(request):
+    """Set up the layers this module needs, sharing zope.pytestlayer's bookkeeping.
+
+    Layers zope.pytestlayer has set up (for TestCase-style modules) are reused, and the
+    ones set up here are registered with it, so no layer is ever set up twice.
+    """
     from collective.plonecelery.testing import PLONECELERY_EAGER_FUNCTIONAL_TESTING
 
+    state = getattr(request.session, "zopelayer_state", None)
+    current = state.current if state is not None else set()
     order = _layer_order(PLONECELERY_EAGER_FUNCTIONAL_TESTING, [])
     done = []
     try:
         for layer in order:
+            if layer in current:
+                continue
             layer.setUp()
+            current.add(layer)
             done.append(layer)
         yield order
     finally:
         for layer in reversed(done):
             layer.tearDown()
+            current.discard(layer)
 
 
 @pytest.fixture
@@ -114,7 +125,6 @@ def test_unknown_source(portal):
 def test_add_grants_the_import_user_roles_on_the_target_only(portal):
     storage.add_source(config(), portal=portal)
     assert local_roles(portal["news"]) == {"Contributor", "Editor", "Reviewer"}
-    assert api.user.get_roles(username=IMPORT_USER, obj=portal["news"]) >= ["Contributor"]
     assert "Contributor" in api.user.get_roles(username=IMPORT_USER, obj=portal["news"])
     assert "Contributor" not in api.user.get_roles(username=IMPORT_USER, obj=portal)
     assert "Manager" not in api.user.get_roles(username=IMPORT_USER, obj=portal["news"])
