@@ -605,6 +605,40 @@ def test_backfill_imports_every_page(portal, ghost, blog):
     assert len(log) == 3 + 5
 
 
+def test_backfill_of_a_feed_refetches_it_once(portal, httpserver):
+    httpserver.expect_request("/feed.json").respond_with_data(
+        (DATA / "json_feed_1_1.json").read_bytes(), content_type="application/feed+json"
+    )
+    config = add_source(
+        portal,
+        httpserver,
+        id="feed",
+        kind="feed",
+        api_key="",
+        api_url=httpserver.url_for("/feed.json"),
+        scheme="websub",
+        secret="hub",
+    )
+    result = importer.queue_backfill(config, run="r")
+    transaction.commit()
+    assert result.get(timeout=60) == {"run": "r", "page": 1, "queued": 1, "next_page": None}
+    transaction.begin()
+    assert sorted(obj.Title() for obj in portal["news"].objectValues()) == [
+        "First item",
+        "Second item",
+    ]
+    assert deliveries.get("backfill:feed:r:1:feed")["status"] == "imported"
+    assert len(httpserver.log) == 1
+
+
+def test_source_without_transition_leaves_items_in_their_initial_state(portal, httpserver, blog):
+    config = add_source(portal, httpserver, id="drafts", transition="")
+    blog.add(ghost_post())
+    _, delivery = deliver(config, POST_ID)
+    assert delivery["status"] == "imported"
+    assert api.content.get_state(obj=only_item(portal, config, POST_ID)) == "private"
+
+
 def test_test_source_reports_a_sample_or_the_error(portal, ghost, blog, httpserver):
     blog.add(ghost_post())
     result = importer.test_source.delay("ghost")

@@ -18,11 +18,17 @@ source's API and brings the one item keyed by (source id, remote id) in line wit
 * gone (404/410, not public any more, or a status other than published) -> retracted to
   ``private`` or deleted, per ``config.on_remove``;
 * not newer than what was imported (``remote_modified``) -> skipped. Since the current state
-  is always fetched, deliveries arriving twice or out of order end in the same item.
+  is always fetched, deliveries arriving twice or out of order end in the same item, and the
+  webhook's action is only a hint: a 'remove' for a post the API still publishes keeps it.
+
+Items are found through the ``plonecelery_remote_key`` catalog index (unrestricted, so that
+retracted items are found too); the ``collective.plonecelery.remote_post`` behavior is enabled
+on the source's content type by the first import.
 
 Network errors, 5xx and 429 are retried (:data:`MAX_RETRIES` times, exponential backoff with
-jitter, at least ``Retry-After``); other errors fail at once with the API's message. Each
-outcome is written to the delivery log (``webhooks.deliveries``) when it is installed.
+jitter from ``PLONECELERY_IMPORT_BACKOFF`` seconds, at least ``Retry-After``); other errors
+fail at once with the API's message (:class:`ImportFailed`). Each outcome is written to the
+delivery log (``webhooks.deliveries``): imported, skipped, removed or failed.
 
 A lead image that cannot be fetched (host not allowed for the source, not an image, network
 trouble) does not fail the import: the item is imported without it and the delivery log says
@@ -402,25 +408,23 @@ def retract(item) -> str | None:
 
 
 def _create_item(config, post: RemotePost):
+    from AccessControl import Unauthorized
     from plone.dexterity.utils import addContentToContainer
     from plone.dexterity.utils import createContent
 
     container = resolve_target(config)
     item = createContent(config.portal_type, id=_id_hint(post), title=post.title)
     notes = _write_fields(item, post, config=config)
-    # Checks the add permission and allowed types; a concurrent import of the same post picks
-    # the same id, so the two transactions conflict and the retry finds this item.
+    # Checks the add permission and allowed types. The id comes from the post's slug, so a
+    # concurrent import of the same post adds the same key: one transaction gets a
+    # ConflictError, and its retry finds this item.
     try:
         item = addContentToContainer(container, item, checkConstraints=True)
-    except Exception as exc:
-        from AccessControl import Unauthorized
-
-        if isinstance(exc, Unauthorized):
-            raise Unauthorized(
-                f"{_current_userid()} may not add {config.portal_type} to {_path(container)}: "
-                "give the import user the Contributor role there (Sharing tab)"
-            ) from None
-        raise
+    except Unauthorized:
+        raise Unauthorized(
+            f"{_current_userid()} may not add {config.portal_type} to {_path(container)}: "
+            "give the import user the Contributor role there (Sharing tab)"
+        ) from None
     return item, notes
 
 

@@ -4,7 +4,7 @@ Run it on its own::
 
     python -m collective.plonecelery.demo.blog --port 2368 --key 0123456789abcdef01234567ab
     python -m collective.plonecelery.demo.blog curl --plone-url http://localhost:8080/Plone \\
-        --source demo-blog --secret s3cret --post 6650f0a1b2c3d4e5f6a7b8c9
+        --source demo-blog --secret s3cret [--post 6650f0a1b2c3d4e5f6a7b801]
 
 or from Python (``make run`` does this)::
 
@@ -13,7 +13,7 @@ or from Python (``make run`` does this)::
     server = blog.serve(host="127.0.0.1", port=2368, key=blog.DEMO_KEY)
     server.url                      # 'http://127.0.0.1:2368'
     server.blog.publish(blog.DRAFT_ID)
-    print(blog.curl_line(plone_url=..., source_id="demo-blog", secret=..., post_id=blog.DRAFT_ID))
+    print(blog.curl_line(plone_url=..., source_id="demo-blog", secret=...))  # WELCOME_ID
     server.shutdown()
 
 What it serves (only what the importer reads):
@@ -53,12 +53,14 @@ logger = logging.getLogger("collective.plonecelery.demo")
 DEMO_KEY = "6b1d3c2e5f4a7b8c9d0e1f2a3b"
 DEFAULT_PORT = 2368
 API_PATH = "/ghost/api/content/posts/"
-#: A post that starts as a draft: publish it to watch it appear in Plone.
+#: A published post, not in Plone until a webhook (or a backfill) brings it.
+WELCOME_ID = "6650f0a1b2c3d4e5f6a7b801"
+#: A post that starts as a draft: publish it on the blog, then send its webhook.
 DRAFT_ID = "6650f0a1b2c3d4e5f6a7b8c9"
 
 _SEED = [
     {
-        "id": "6650f0a1b2c3d4e5f6a7b801",
+        "id": WELCOME_ID,
         "slug": "welcome-to-the-demo-blog",
         "title": "Welcome to the demo blog",
         "html": "<p>This post lives on a <strong>stand-in Ghost blog</strong>; Plone imported it "
@@ -459,7 +461,7 @@ def curl_line(
     plone_url: str,
     source_id: str,
     secret: str,
-    post_id: str = DRAFT_ID,
+    post_id: str = WELCOME_ID,
     event: str = "post.published",
     scheme: str = "ghost",
     now: float | None = None,
@@ -499,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     curl.add_argument("--source", required=True, help="source id in Plone")
     curl.add_argument("--secret", required=True, help="the source's webhook secret")
-    curl.add_argument("--post", default=DRAFT_ID, help="demo post id")
+    curl.add_argument("--post", default=WELCOME_ID, help="demo post id")
     curl.add_argument("--event", default="post.published")
     curl.add_argument("--scheme", default="ghost")
     options = parser.parse_args(argv)
