@@ -12,6 +12,7 @@ import copy
 import json
 import os
 import re
+import shlex
 import socket
 import time
 import uuid
@@ -355,3 +356,39 @@ def _post_when_up(url, body, headers):
         return httpx.post(url, content=body, headers=headers, timeout=30)
     except httpx.TransportError:
         return None  # the WSGI server is still starting
+
+
+def test_demo_blog_and_its_curl_line_make_a_post_appear(harness, news, plone_http):
+    """What ``make run`` and the README do: the demo blog, its source, the printed curl line."""
+    from collective.plonecelery.app import app
+    from collective.plonecelery.demo import blog
+
+    server = blog.serve(host="127.0.0.1", port=0)
+    try:
+        settings = blog.source_settings(
+            blog_url=server.url,
+            secret="demo-secret",
+            target=news,
+            source_id=f"demo-{uuid.uuid4().hex[:6]}",
+        )
+        with harness.session(user="admin") as portal:
+            config = storage.add_source(storage.config_from_data(settings), portal=portal)
+            transaction.commit()
+        line = blog.curl_line(
+            plone_url=f"{plone_http}/plone", source_id=config.id, secret="demo-secret"
+        )
+        words = shlex.split(line)
+        headers = dict(words[i + 1].split(": ", 1) for i, w in enumerate(words) if w == "-H")
+        body = words[words.index("--data-binary") + 1].encode()
+        response = wait_for(
+            lambda: _post_when_up(words[-1], body, headers), timeout=120, what="Plone to answer"
+        )
+        assert response.status_code == 202, response.text
+        outcome = app.AsyncResult(response.json()["task"]).get(timeout=TIMEOUT)
+        assert (outcome["status"], outcome["note"]) == ("imported", None)
+        [item] = item_state(harness, config, blog.WELCOME_ID)
+        assert item["title"] == "Welcome to the demo blog"
+        assert item["state"] == "published"
+        assert item["image"][:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        server.shutdown()
