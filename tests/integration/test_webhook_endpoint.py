@@ -210,6 +210,22 @@ def test_worker_picks_up_the_delivery(plone_http, sources, admin, sender):
     assert entry["status"] in FINAL_STATUSES - {"failed"}, entry
 
 
+def test_test_action_reports_what_the_worker_found(sources, admin):
+    """POST .../test queues test_source; its result (the blog answers 404) is readable."""
+    response = admin.post(f"/@blog-sources/{source_id('ghost')}/test")
+    assert response.status_code == 202, response.text
+    task_id = response.json()["task"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        report = admin.get(f"/@blog-sources/{source_id('ghost')}/test/{task_id}").json()
+        if report["state"] in ("SUCCESS", "FAILURE"):
+            break
+        time.sleep(0.5)
+    assert report["state"] == "SUCCESS", report
+    assert report["result"]["ok"] is False
+    assert "404" in report["result"]["error"]
+
+
 def test_duplicate_delivery(plone_http, sources, admin, sender):
     body, headers = signed("std", msg_id=f"msg_dup_{RUN}")
     first = sender.post(url(plone_http, "std", api_prefix=True), content=body, headers=headers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import types
+from pathlib import Path
 
 import pytest
 import transaction
@@ -20,6 +21,8 @@ from collective.plonecelery.webhooks import deliveries
 from collective.plonecelery.webhooks.signatures import sign
 
 pytestmark = pytest.mark.timeout(900)
+
+DATA = Path(__file__).parent / "data"
 
 IMPORT_USER = "plonecelery-importer"
 SOURCE = {
@@ -228,6 +231,24 @@ def test_test_and_backfill_actions_queue_tasks(manager, portal, queued):
     assert queued[1][0] == "backfill" and queued[1][1][0].id == "blog"
     manager.post(f"{API}/@blog-sources/nope/test", status=404)
     assert len(queued) == 2
+
+
+def test_test_action_runs_in_a_worker_and_reports(manager, portal, monkeypatch, httpserver):
+    """The real test task (eager: at commit) against a local Ghost Content API."""
+    monkeypatch.delattr(importer.test_source, "delay")  # the real one again
+    with open(DATA / "ghost_content_api_v2_posts_with_tags_authors.json", "rb") as posts:
+        httpserver.expect_request("/ghost/api/content/posts/").respond_with_data(
+            posts.read(), content_type="application/json"
+        )
+    source = {**SOURCE, "api_url": httpserver.url_for("/").rstrip("/"), "allow_private": True}
+    manager.post_json(f"{API}/@blog-sources", source, status=201)
+    task_id = manager.post(f"{API}/@blog-sources/blog/test", status=202).json["task"]
+    report = manager.get(f"{API}/@blog-sources/blog/test/{task_id}").json
+    assert report["state"] == "SUCCESS"
+    assert report["result"]["ok"] is True
+    assert report["source"] == "blog"
+    manager.post_json(f"{API}/@blog-sources", {**source, "id": "other"}, status=201)
+    manager.get(f"{API}/@blog-sources/other/test/{task_id}", status=404)
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,7 @@ REST API (``cmf.ManagePortal``; secrets are write-only, shown as ``{"set": true/
     PATCH  @blog-sources/{id}            200, the changed source (absent/empty secrets kept)
     DELETE @blog-sources/{id}            204
     POST   @blog-sources/{id}/test       202 {"task": id}: a worker fetches one post
+    GET    @blog-sources/{id}/test/{task}     {"state": "SUCCESS", "result": {"ok": ...}}
     POST   @blog-sources/{id}/backfill   202 {"task": id}: a worker imports every post
     GET    @blog-deliveries?source=...&limit=100   {"items": [...], "items_total": n,
                                                     "log_size": entries in the log}
@@ -399,10 +400,12 @@ class _ManagerService(Service):
 
 
 class SourcesGet(_ManagerService):
-    """``GET @blog-sources`` and ``GET @blog-sources/{id}``."""
+    """``GET @blog-sources``, ``GET @blog-sources/{id}``, ``GET @blog-sources/{id}/test/{task}``."""
 
     def handle(self):
-        self.expect_params(0, 1)
+        self.expect_params(0, 1, 3)
+        if len(self.params) == 3:
+            return self.test_result(*self.params)
         if self.params:
             return self.source_data(storage.get_source(self.params[0], portal=self.context))
         items = [self.source_data(config) for config in storage.list_sources(portal=self.context)]
@@ -411,6 +414,31 @@ class SourcesGet(_ManagerService):
             "items": items,
             "items_total": len(items),
         }
+
+    def test_result(self, source_id: str, action: str, task_id: str) -> dict[str, Any]:
+        """The state (and, once done, the result) of a ``test`` task of this source."""
+        from collective.plonecelery import importer
+
+        storage.get_source(source_id, portal=self.context)
+        if action != "test":
+            raise ApiError(404, "NotFound", f"unknown path /{action}; use /test/<task id>")
+        result = importer.test_source.AsyncResult(task_id)
+        # With result_extended (our default) the backend knows the task's name and args:
+        # only answer for tests of this very source.
+        name, args = getattr(result, "name", None), getattr(result, "args", None)
+        if name is not None and (
+            name != importer.test_source.name or list(args or []) != [source_id]
+        ):
+            raise ApiError(404, "NotFound", f"task {task_id!r} is not a test of {source_id!r}")
+        answer = {"task": task_id, "source": source_id, "state": result.state, "result": None}
+        if result.successful():
+            answer["result"] = result.result
+        elif result.failed():
+            answer["result"] = {
+                "ok": False,
+                "error": f"{type(result.result).__name__}: {result.result}",
+            }
+        return answer
 
 
 class SourcesPost(_ManagerService):
