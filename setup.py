@@ -61,6 +61,7 @@ setup(
             "plonecelery = collective.plonecelery.cli:main",
         ],
         "plonecelery.tasks": [
+            "deliveries = collective.plonecelery.webhooks.deliveries",
             "importer = collective.plonecelery.importer",
             "outbox = collective.plonecelery.outbox",
         ],
