@@ -540,10 +540,14 @@ def commit_table(variants: list[CommitVariant], blocks: dict) -> str:
 
 
 def cleanup_redis(client_url: str, *, queues: list[str], backend_url: str, ids: list[str]):
+    """Delete this run's queues, their routing tables, and the results of its tasks."""
     import redis
 
     broker = redis.Redis.from_url(client_url)
     broker.delete(*queues)
+    # kombu's routing tables of the exchanges named after our queues.
+    for prefix in ("_kombu.binding.", "_kombu.binding_permanent."):
+        broker.delete(*(prefix + queue for queue in queues))
     backend = redis.Redis.from_url(backend_url)
     for start in range(0, len(ids), 1000):
         backend.delete(*(f"celery-task-meta-{i}" for i in ids[start : start + 1000]))
