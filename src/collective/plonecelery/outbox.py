@@ -43,9 +43,6 @@ logger = logging.getLogger("collective.plonecelery")
 
 ROOT_KEY = "collective.plonecelery.outbox"
 PENDING, DONE, FAILED = "pending", "done", "failed"
-#: A shard written to this recently is not swept (keeps the relay out of
-#: the way of threads that are queuing right now).
-SWEEP_IDLE_SECONDS = 30.0
 RELAY_BATCH = 500
 
 
@@ -56,10 +53,6 @@ class Outbox(Persistent):
         self.shards = OOBTree()
         self.lease_owner: str | None = None
         self.lease_until = 0.0
-
-    def _p_resolveConflict(self, old, committed, new):
-        # Two relays racing for the lease: let ZODB refuse the second one.
-        raise ConflictError
 
 
 class OutboxRecord(Persistent):
@@ -192,13 +185,27 @@ def iter_records(outbox: Outbox) -> Iterator[tuple[str, OutboxRecord]]:
 
 
 def pending_records(outbox: Outbox, *, older_than: float) -> list[tuple[str, OutboxRecord]]:
-    """Pending records whose last send is older than ``older_than`` (a time)."""
+    """Pending records whose last send is older than ``older_than`` (a time).
+
+    Per shard, a watermark remembers where the leading run of finished records
+    ends, so the relay does not re-read a day of finished records every run.
+    """
+    watermarks = getattr(outbox, "watermarks", None)
+    if watermarks is None:
+        watermarks = outbox.watermarks = OOBTree()
     found = []
-    for name, record in iter_records(outbox):
-        if record.state == PENDING and record.last_sent < older_than:
-            found.append((name, record))
-            if len(found) >= RELAY_BATCH:
-                break
+    for name, shard in outbox.shards.items():
+        leading = True
+        for key, record in shard.items(min=watermarks.get(name)):
+            if record.state != PENDING:
+                if leading and watermarks.get(name) != key:
+                    watermarks[name] = key  # finished records never turn pending again
+                continue
+            leading = False
+            if record.last_sent < older_than:
+                found.append((name, record))
+                if len(found) >= RELAY_BATCH:
+                    return found
     return found
 
 
@@ -301,19 +308,23 @@ def _plain(value):
 
 
 def sweep(outbox: Outbox, *, now: float, retention: float) -> int:
-    """Remove finished records older than ``retention`` from idle shards."""
+    """Remove finished records older than ``retention``.
+
+    Shards themselves stay (one small tree per thread that ever queued): a
+    thread may be writing to a shard at this very moment, and a record added
+    to a shard the relay just unhooked would be lost.
+
+    Old records sit in old buckets, away from the last bucket that the shard's
+    thread appends to, so sweeping does not get in the way of queuing.
+    """
     removed = 0
     for name in list(outbox.shards.keys()):
         shard = outbox.shards[name]
-        if len(shard) and shard.maxKey()[0] > now - SWEEP_IDLE_SECONDS:
-            continue
         for key in list(shard.keys(max=(now - retention, "\uffff"))):
             record = shard[key]
             if record.state != PENDING and (record.finished or 0) < now - retention:
                 del shard[key]
                 removed += 1
-        if not len(shard) and not name.startswith(shard_id()):
-            del outbox.shards[name]
     return removed
 
 
