@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SENTINEL := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-integration lint format docs bench constraints clean
+.PHONY: webhook install run test test-unit test-integration lint format docs bench constraints clean
 
 $(SENTINEL): setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,3 +53,7 @@ clean:
 versions.cfg: constraints.txt
 	{ echo "# Buildout versions generated from constraints.txt (make versions.cfg); keep them in step."; \
 	  echo "[versions]"; grep -v '^#' constraints.txt | grep '==' | sed 's/==/ = /'; } > versions.cfg
+
+## Send a freshly signed demo webhook to a running `make run` (prints the curl line too)
+webhook: install
+	@line="$$($(BIN)/python -m collective.plonecelery.devserver --curl)" && echo "$$line" && eval "$$line"

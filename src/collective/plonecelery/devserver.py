@@ -34,7 +34,12 @@ HOST = "127.0.0.1"
 SITE_ID = "Plone"
 ADMIN_USER = "admin"
 #: Variables that configure this script, not Zope: not copied into zope.conf.
-OWN_VARIABLES = frozenset({"PLONECELERY_ZEO_PORT", "PLONECELERY_HTTP_PORT"})
+OWN_VARIABLES = frozenset(
+    {"PLONECELERY_ZEO_PORT", "PLONECELERY_HTTP_PORT", "PLONECELERY_BLOG_PORT"}
+)
+#: The demo source: a stand-in Ghost blog whose posts are imported into /news.
+DEMO_SOURCE = "demo-blog"
+DEMO_FOLDER = "news"
 
 
 @dataclass
@@ -46,6 +51,8 @@ class Context:
     http_port: int
     environment: dict[str, str]
     admin_password: str = ""
+    blog_port: int = 2368
+    webhook_secret: str = ""
 
     @property
     def var_dir(self) -> Path:
@@ -67,6 +74,10 @@ class Context:
     def site_url(self) -> str:
         return f"http://localhost:{self.http_port}/{SITE_ID}"
 
+    @property
+    def blog_url(self) -> str:
+        return f"http://{HOST}:{self.blog_port}"
+
 
 @dataclass
 class Service:
@@ -78,9 +89,91 @@ class Service:
     stop: Callable[[], object]
 
 
+def start_demo_blog(ctx: Context) -> Service:
+    """The stand-in Ghost blog (a real HTTP server on loopback)."""
+    log_file = ctx.log_dir / "blog.log"
+    print(f"Starting the demo blog on {ctx.blog_url} ...", flush=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "collective.plonecelery.demo.blog", "--port", str(ctx.blog_port)],
+        stdout=open(log_file, "ab"),  # noqa: SIM115 - the child keeps it
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    instance.wait_for_port(HOST, ctx.blog_port, process=process, log_file=log_file)
+    return Service("blog", process, log_file, lambda: instance.stop_process(process))
+
+
 #: Further services, started after the worker, in order: callables
-#: ``start(ctx: Context) -> Service``. The demo blog (issue 4) goes here.
-EXTRA_SERVICES: list[Callable[[Context], Service]] = []
+#: ``start(ctx: Context) -> Service``.
+EXTRA_SERVICES: list[Callable[[Context], Service]] = [start_demo_blog]
+
+
+def configure_demo_source(ctx: Context) -> None:
+    """Create the /news folder and the demo source through the REST API, once."""
+    from collective.plonecelery.demo import blog
+
+    api = f"http://{HOST}:{ctx.http_port}/{SITE_ID}/++api++"
+    auth = (ADMIN_USER, ctx.admin_password)
+    headers = {"Accept": "application/json"}
+    with httpx.Client(auth=auth, headers=headers, timeout=60) as client:
+        if client.get(f"{api}/{DEMO_FOLDER}").status_code == 404:
+            response = client.post(
+                api, json={"@type": "Folder", "id": DEMO_FOLDER, "title": "News"}
+            )
+            response.raise_for_status()
+        if client.get(f"{api}/@blog-sources/{DEMO_SOURCE}").status_code == 404:
+            settings = blog.source_settings(
+                blog_url=ctx.blog_url,
+                source_id=DEMO_SOURCE,
+                secret=ctx.webhook_secret,
+                target=DEMO_FOLDER,
+            )
+            response = client.post(f"{api}/@blog-sources", json=settings)
+            if response.status_code >= 400:
+                raise RuntimeError(f"Could not create the demo source: {response.text}")
+
+
+def curl_line(ctx: Context) -> str:
+    """A freshly signed Ghost webhook for the demo's published post."""
+    from collective.plonecelery.demo import blog
+
+    return blog.curl_line(
+        plone_url=f"http://localhost:{ctx.http_port}/{SITE_ID}",
+        source_id=DEMO_SOURCE,
+        secret=ctx.webhook_secret,
+    )
+
+
+def check_webhook_import(ctx: Context, *, timeout: float = 120) -> str:
+    """Post the signed webhook and wait until the worker has imported the post."""
+    import shlex
+
+    from collective.plonecelery.demo import blog
+
+    args = shlex.split(curl_line(ctx))
+    headers = dict(args[i + 1].split(": ", 1) for i, arg in enumerate(args) if arg == "-H")
+    body = args[args.index("--data-binary") + 1].encode()
+    response = httpx.post(args[-1], content=body, headers=headers, timeout=30)
+    if response.status_code != 202:
+        raise RuntimeError(f"The webhook got {response.status_code}: {response.text}")
+    search = (
+        f"http://{HOST}:{ctx.http_port}/{SITE_ID}/++api++/{DEMO_FOLDER}/@search"
+        f"?portal_type=News Item&plonecelery_remote_key={DEMO_SOURCE}:{blog.WELCOME_ID}"
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = httpx.get(
+            search,
+            auth=(ADMIN_USER, ctx.admin_password),
+            headers={"Accept": "application/json"},
+            timeout=30,
+        ).json()
+        if found.get("items"):
+            return found["items"][0]["@id"]
+        time.sleep(1)
+    raise RuntimeError(
+        f"The post was not imported within {timeout} s: see {ctx.log_dir}/worker.log"
+    )
 
 
 def port_from_env(name: str, default: int) -> int:
@@ -135,6 +228,14 @@ def banner(ctx: Context, services: list[Service]) -> str:
   Login:    {ADMIN_USER} / {ctx.admin_password}
             (stored in {ctx.var_dir / "admin-password.txt"})
   Broker:   {ctx.environment["CELERY_BROKER_URL"]}
+  Blog:     {ctx.blog_url} (stand-in Ghost blog)
+            source "{DEMO_SOURCE}" imports its posts into /{DEMO_FOLDER}
+
+  Send it a signed "post.published" webhook (valid for 5 minutes; `make webhook`
+  prints and sends a fresh one):
+
+{curl_line(ctx)}
+
   Logs:
 {logs}
   Follow them with:  tail -f {ctx.log_dir}/*.log
@@ -200,6 +301,9 @@ def start_services(ctx: Context, services: list[Service]) -> None:
     for start_extra in EXTRA_SERVICES:
         services.append(start_extra(ctx))
 
+    wait_for_site(f"http://{HOST}:{ctx.http_port}/{SITE_ID}")
+    configure_demo_source(ctx)
+
 
 def stop_services(services: list[Service]) -> None:
     """Stop in reverse start order: worker, Zope, then ZEO."""
@@ -251,10 +355,13 @@ def run(*, base_dir: Path, check: bool = False) -> int:
         zeo_port=port_from_env("PLONECELERY_ZEO_PORT", 8100),
         http_port=http_port,
         environment=zope_environment(var_dir=base_dir / "var", http_port=http_port),
+        blog_port=port_from_env("PLONECELERY_BLOG_PORT", 2368),
     )
+    ctx.webhook_secret = admin_password(ctx.var_dir / "demo-webhook-secret.txt")
     for variable, port in (
         ("PLONECELERY_ZEO_PORT", ctx.zeo_port),
         ("PLONECELERY_HTTP_PORT", ctx.http_port),
+        ("PLONECELERY_BLOG_PORT", ctx.blog_port),
     ):
         if instance.port_is_open(HOST, port):
             print(
@@ -269,10 +376,12 @@ def run(*, base_dir: Path, check: bool = False) -> int:
     try:
         start_services(ctx, services)
         if check:
-            wait_for_site(f"http://{HOST}:{ctx.http_port}/{SITE_ID}")
+            item = check_webhook_import(ctx)
             if dead := dead_service(services):
                 return report_death(dead)
-            print(f"OK: {ctx.site_url} answers.", flush=True)
+            print(
+                f"OK: {ctx.site_url} answers; the webhook's post was imported as {item}", flush=True
+            )
             return 0
         print(banner(ctx, services), flush=True)
         while True:
@@ -314,9 +423,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check",
         action="store_true",
-        help="start everything, wait until the site answers, print OK and stop",
+        help="start everything, send the demo webhook, wait until the post is imported, "
+        "print OK and stop",
+    )
+    parser.add_argument(
+        "--curl",
+        action="store_true",
+        help="print a freshly signed demo webhook (for a running `make run`) and exit",
     )
     options = parser.parse_args(argv)
+    if options.curl:
+        ctx = Context(
+            base_dir=Path.cwd(),
+            zeo_port=0,
+            http_port=port_from_env("PLONECELERY_HTTP_PORT", 8080),
+            environment={},
+        )
+        secret_file = ctx.var_dir / "demo-webhook-secret.txt"
+        if not secret_file.exists():
+            print("No demo source yet: start `make run` first.", file=sys.stderr)
+            return 1
+        ctx.webhook_secret = secret_file.read_text().strip()
+        print(curl_line(ctx))
+        return 0
     return run(base_dir=Path.cwd(), check=options.check)
 
 
