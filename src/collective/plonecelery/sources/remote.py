@@ -59,7 +59,7 @@ class FetchError(Exception):
         self,
         message: str,
         *,
-        retryable: bool,
+        retryable: bool = False,
         retry_after: float | None = None,
         status: int | None = None,
     ):

@@ -1,0 +1,18 @@
+"""Upgrade steps of the collective.plonecelery:default profile."""
+
+PROFILE = "profile-collective.plonecelery:default"
+
+
+def to_1001(setup_tool):
+    """Blog imports: catalog index, control panel, import user (1.0.0a1)."""
+    from Acquisition import aq_inner
+    from Acquisition import aq_parent
+
+    from .content.indexers import reindex_remote_keys
+    from .importer import create_import_user
+
+    portal = aq_parent(aq_inner(setup_tool))
+    setup_tool.runImportStepFromProfile(PROFILE, "catalog")
+    setup_tool.runImportStepFromProfile(PROFILE, "controlpanel")
+    reindex_remote_keys(portal)
+    create_import_user(portal)

@@ -1,0 +1,30 @@
+"""The 1000 -> 1001 upgrade step brings an older install up to date."""
+
+import unittest
+
+from plone import api
+from plone.app.testing import SITE_OWNER_NAME
+from plone.app.testing import login
+
+from collective.plonecelery.testing import PLONECELERY_EAGER_FUNCTIONAL_TESTING
+from collective.plonecelery.upgrades import to_1001
+
+PROFILE = "collective.plonecelery:default"
+
+
+class TestUpgrades(unittest.TestCase):
+    layer = PLONECELERY_EAGER_FUNCTIONAL_TESTING
+
+    def test_profile_is_at_the_latest_version(self):
+        setup = api.portal.get_tool("portal_setup")
+        self.assertEqual(setup.getLastVersionForProfile(PROFILE), ("1001",))
+        self.assertEqual(setup.listUpgrades(PROFILE), [])
+
+    def test_to_1001_restores_index_and_import_user(self):
+        login(self.layer["app"], SITE_OWNER_NAME)
+        catalog = api.portal.get_tool("portal_catalog")
+        catalog.delIndex("plonecelery_remote_key")
+        api.user.delete(username="plonecelery-importer")
+        to_1001(api.portal.get_tool("portal_setup"))
+        self.assertIn("plonecelery_remote_key", catalog.indexes())
+        self.assertIsNotNone(api.user.get(username="plonecelery-importer"))
