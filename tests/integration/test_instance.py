@@ -214,3 +214,28 @@ def test_devserver_check(tmp_path):
     # Everything was stopped: the ports are free again.
     assert not instance.port_is_open("127.0.0.1", http_port)
     assert not instance.port_is_open("127.0.0.1", int(env["PLONECELERY_ZEO_PORT"]))
+
+
+def test_bad_celery_setting_stops_the_worker_at_start_up(tmp_path):
+    """A value that cannot be parsed fails start-up with a message naming it."""
+    zeo = instance.start_zeo(var_dir=tmp_path / "var")
+    try:
+        conf = instance.write_zope_conf(
+            path=tmp_path / "etc" / "zope.conf",
+            zeo_address=zeo.address,
+            var_dir=tmp_path / "var",
+            blob_dir=zeo.blob_dir,
+            environment={"CELERY_WORKER_PREFETCH_MULTIPLIER": "lots"},
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "PLONECELERY_"))}
+        completed = subprocess.run(
+            [str(instance.bin_path("plonecelery")), "--zope-conf", str(conf), "worker"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    finally:
+        zeo.stop()
+    assert completed.returncode != 0
+    assert "CELERY_WORKER_PREFETCH_MULTIPLIER" in completed.stderr

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from importlib.metadata import entry_points
 
 from celery import Celery
@@ -38,20 +39,43 @@ def _zope_configured_here() -> bool:
     return App.config._config is not None
 
 
-def _configure(sender: Celery, **kwargs) -> None:
-    zope_conf = os.environ.get("ZOPE_CONF")
-    if zope_conf and not _zope_configured_here():
-        # `celery -A collective.plonecelery.app ...`: boot Zope first, since
-        # zope.conf's <environment> section may carry CELERY_* settings.
-        from .worker import boot_zope
+class EnvironmentSettings(Mapping):
+    """Celery's configuration source: read from the environment on first use.
 
-        boot_zope(zope_conf)
-    settings = settings_from_environ()
-    settings["imports"] = tuple(settings.get("imports") or ()) + task_modules()
-    sender.config_from_object(settings)
+    (A mapping rather than an ``on_configure`` handler: Celery logs and
+    swallows errors raised by signal handlers, and a bad setting must stop
+    the process with a message naming it.)
+    """
+
+    def __init__(self):
+        self._settings: dict | None = None
+
+    @property
+    def settings(self) -> dict:
+        if self._settings is None:
+            zope_conf = os.environ.get("ZOPE_CONF")
+            if zope_conf and not _zope_configured_here():
+                # `celery -A collective.plonecelery.app ...`: boot Zope first,
+                # since zope.conf's <environment> may carry CELERY_* settings.
+                from .worker import boot_zope
+
+                boot_zope(zope_conf)
+            settings = settings_from_environ()
+            settings["imports"] = tuple(settings.get("imports") or ()) + task_modules()
+            self._settings = settings
+        return self._settings
+
+    def __getitem__(self, key):
+        return self.settings[key]
+
+    def __iter__(self):
+        return iter(self.settings)
+
+    def __len__(self):
+        return len(self.settings)
 
 
-app.on_configure.connect(_configure, weak=False)
+app.config_from_object(EnvironmentSettings())
 # Every worker asks for outbox relay runs (a string: loaded with the worker).
 app.steps["worker"].add("collective.plonecelery.outbox:OutboxRelayStep")
 
@@ -70,3 +94,9 @@ def _close_db(**kwargs) -> None:
     from . import worker
 
     worker.close_db()
+
+
+def check_configuration(event=None) -> None:
+    """Read the settings now, so a bad ``CELERY_*`` value stops Zope at start-up
+    (subscriber for IDatabaseOpenedWithRoot) instead of failing a request later."""
+    app.conf.task_serializer  # noqa: B018 - loading the configuration is the point

@@ -45,9 +45,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     zope_conf = os.path.abspath(options.zope_conf)
     os.environ["ZOPE_CONF"] = zope_conf
+    from .config import ConfigurationError
+    from .config import settings_from_environ
     from .worker import boot_zope
 
     boot_zope(zope_conf)
+    try:
+        settings_from_environ()
+    except ConfigurationError as exc:
+        print(f"plonecelery: {exc}", file=sys.stderr)
+        return 2
 
     if rest[:1] == ["deadletters"]:
         return deadletters_command(rest[1:])
