@@ -19,6 +19,8 @@ from celery import Celery
 from celery import signals
 
 from .config import settings_from_environ
+from .signing import apply_signing
+from .signing import signing_requested
 
 logger = logging.getLogger("collective.plonecelery")
 
@@ -62,6 +64,8 @@ class EnvironmentSettings(Mapping):
                 boot_zope(zope_conf)
             settings = settings_from_environ()
             settings["imports"] = tuple(settings.get("imports") or ()) + task_modules()
+            if signing_requested(settings):
+                apply_signing(settings)
             self._settings = settings
         return self._settings
 
