@@ -111,3 +111,14 @@ def fail_unless_flag(key):
     runs = _runs(portal)
     runs[key] = runs.get(key, 0) + 1
     return key
+
+
+@task()
+def debug_me(context):
+    """Stops in celery.contrib.rdb; the test drives the debugger over TCP."""
+    from celery.contrib import rdb
+    from plone import api  # noqa: F401 - for the person at the debugger prompt
+
+    title = context.Title()
+    rdb.set_trace()
+    return title
