@@ -116,3 +116,19 @@ def test_addon_settings():
 def test_addon_setting_parse_error_names_the_variable():
     with pytest.raises(ConfigurationError, match="PLONECELERY_CONFLICT_RETRIES"):
         addon_settings({"PLONECELERY_CONFLICT_RETRIES": "lots"})
+
+
+def test_tls_options_as_json_with_ssl_constants():
+    import ssl
+
+    name, value = parse_setting(
+        "CELERY_BROKER_USE_SSL", '{"cert_reqs": "CERT_REQUIRED", "ca_certs": "/etc/ca.pem"}'
+    )
+    assert name == "broker_use_ssl"
+    assert value == {"cert_reqs": ssl.CERT_REQUIRED, "ca_certs": "/etc/ca.pem"}
+    assert parse_setting("CELERY_BROKER_USE_SSL", "true") == ("broker_use_ssl", True)
+
+
+def test_pickle_results_are_refused_too():
+    with pytest.raises(ConfigurationError, match="pickle"):
+        settings_from_environ({"CELERY_RESULT_ACCEPT_CONTENT": "json,pickle"})

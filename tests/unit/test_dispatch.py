@@ -132,3 +132,9 @@ def test_broker_failure_after_commit_is_logged_not_raised(monkeypatch, sent, cap
     transaction.commit()  # the request still succeeds
     assert "Could not send 1 task message(s)" in caplog.text
     assert "1 had no outbox record and are lost" in caplog.text
+
+
+def test_a_producer_means_send_now_as_celery_beat_does(sent):
+    producer = object()
+    result = add.apply_async((1, 2), producer=producer, site="/plone")
+    assert [m.task_id for m in sent] == [result.id]

@@ -133,3 +133,22 @@ def test_failed_records_are_not_relayed(db):
     with_connection(db, lambda conn: outbox.mark_failed(conn, ref))
     task = FakeTask()
     assert outbox.relay(db=db, app=FakeApp(task), grace=60, retention=3600) == 0
+
+
+def test_delayed_task_is_not_relayed_before_it_is_due(db):
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    tm.begin()
+    outbox.add(
+        conn,
+        task_name=FakeTask.name,
+        task_id="later",
+        args=[],
+        kwargs={},
+        options={},
+        not_before=time.time() + 600,
+    )
+    tm.commit()
+    conn.close()
+    task = FakeTask()
+    assert outbox.relay(db=db, app=FakeApp(task), grace=60, retention=3600) == 0

@@ -21,16 +21,19 @@ APP = "collective.plonecelery.app:app"
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
         prog="plonecelery",
+        add_help=False,  # `plonecelery worker --help` is Celery's help
         description="Run Celery (worker, beat, inspect, purge, events, ...) "
         "as a Zope client of your Plone site's ZODB.",
         epilog="Any other arguments go to Celery, e.g. 'worker -l info -c 2'.",
     )
     parser.add_argument(
-        "-C",
         "--zope-conf",
         default=os.environ.get("ZOPE_CONF"),
         help="the instance's zope.conf (default: $ZOPE_CONF)",
     )
+    if argv[:1] in (["-h"], ["--help"]):
+        parser.print_help()
+        raise SystemExit(0)
     return parser.parse_known_args(argv)
 
 

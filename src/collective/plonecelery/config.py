@@ -105,6 +105,21 @@ def _parse_any(value: str) -> object:
         return value
 
 
+#: Bool-typed settings that also take a dict of TLS options (as JSON here).
+TLS_SETTINGS = frozenset({"broker_use_ssl", "redis_backend_use_ssl"})
+
+
+def _parse_tls(value: str) -> dict:
+    """TLS options as JSON; ``CERT_REQUIRED``-style names become ssl constants."""
+    import ssl
+
+    options = _parse_dict(value)
+    for key, item in options.items():
+        if isinstance(item, str) and item.startswith("CERT_") and hasattr(ssl, item):
+            options[key] = getattr(ssl, item)
+    return options
+
+
 PARSERS = {
     "string": str,
     "str": str,
@@ -139,6 +154,9 @@ def parse_setting(variable: str, value: str) -> tuple[str, object] | None:
         )
         return None
     parser = PARSERS.get(option.type, str)
+    if name in TLS_SETTINGS and value.lstrip().startswith("{"):
+        # Celery types these as bool, but also takes a dict of TLS options.
+        parser = _parse_tls
     try:
         return name, parser(value)
     except (ValueError, TypeError) as exc:
@@ -170,11 +188,13 @@ def settings_from_environ(environ: Mapping[str, str] | None = None) -> dict:
         options = dict(settings.get("broker_transport_options") or {})
         options.setdefault("visibility_timeout", VISIBILITY_TIMEOUT)
         settings["broker_transport_options"] = options
-    if "pickle" in settings["accept_content"]:
+    if "pickle" in settings["accept_content"] or "pickle" in (
+        settings.get("result_accept_content") or ()
+    ):
         # Accepting pickle lets anyone who can write to the broker run code
         # in the worker, which has the whole ZODB at hand.
         raise ConfigurationError(
-            "CELERY_ACCEPT_CONTENT must not contain 'pickle': "
+            "CELERY_ACCEPT_CONTENT and CELERY_RESULT_ACCEPT_CONTENT must not contain 'pickle': "
             "collective.plonecelery only exchanges JSON (or signed 'auth') messages."
         )
     return settings

@@ -127,8 +127,21 @@ def on_database_opened(event) -> None:
     ensure_outbox(event.database)
 
 
-def add(connection, *, task_name: str, task_id: str, args, kwargs, options: dict) -> RecordRef:
-    """Write a pending record in the current transaction; returns its reference."""
+def add(
+    connection,
+    *,
+    task_name: str,
+    task_id: str,
+    args,
+    kwargs,
+    options: dict,
+    not_before: float | None = None,
+) -> RecordRef:
+    """Write a pending record in the current transaction; returns its reference.
+
+    ``not_before``: a delayed task's due time; the relay leaves it alone until
+    then (plus the grace period).
+    """
     outbox = get_outbox(connection)
     name = shard_id()
     shard = outbox.shards.get(name)
@@ -143,6 +156,8 @@ def add(connection, *, task_name: str, task_id: str, args, kwargs, options: dict
         options=options,
         created=ref.created,
     )
+    if not_before is not None and not_before > ref.created:
+        shard[ref.key].last_sent = not_before
     return ref
 
 

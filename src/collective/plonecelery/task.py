@@ -14,8 +14,10 @@ was queued from, as the user who queued it.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import random
+import time
 from functools import cached_property
 from typing import Any
 
@@ -77,6 +79,16 @@ def current_user() -> tuple[str | None, bool]:
     return userid, isinstance(user, UnrestrictedUser)
 
 
+def _not_before(options: dict) -> float | None:
+    """When a delayed task (countdown/eta) is due: the relay waits until then."""
+    if options.get("countdown"):
+        return time.time() + float(options["countdown"])
+    eta = options.get("eta")
+    if isinstance(eta, datetime.datetime):
+        return eta.timestamp()
+    return None
+
+
 class ZopeTask(Task):
     """A Celery task that runs in a Plone site, in one ZODB transaction."""
 
@@ -106,7 +118,13 @@ class ZopeTask(Task):
         current one. ``without_transaction``: send now. ``dedupe``: identical
         calls in one transaction become one task, shared by all callers.
         ``site``: the site (object or path) when none is set up.
+
+        Celery beat (and anything else that passes ``producer=``) sends at
+        once: give the site in the entry's options, ``{"site": "/Plone"}``.
         """
+        producer = options.pop("producer", None)
+        if producer is not None:
+            without_transaction = True
         headers = dict(options.pop("headers", None) or {})
         if HEADER not in headers:
             headers[HEADER] = self._envelope_for_queuing(site=site, run_as=run_as)
@@ -124,20 +142,27 @@ class ZopeTask(Task):
             if self.app.conf.task_always_eager:
                 send_all([message])
             else:
-                self.send_message(message)
+                self.send_message(message, producer=producer)
             return self.AsyncResult(message.task_id)
         task_id = queue(message, dedupe=dedupe)
         if task_id == message.task_id and self._use_outbox(connection):
-            ref = outbox.add(
-                connection,
-                task_name=self.name,
-                task_id=task_id,
-                args=message.args,
-                kwargs=message.kwargs,
-                options=message.options,
-            )
+            ref = self._add_outbox_record(connection, message)
             headers[HEADER] = {**headers[HEADER], "outbox": ref.to_json()}
         return self.AsyncResult(task_id)
+
+    def _add_outbox_record(self, connection, message: Message) -> outbox.RecordRef:
+        # A write like any other: plone.protect refuses it in a GET request
+        # without a CSRF token, and rightly so, since the task may write as
+        # the user. Queue tasks from POST requests that carry the token.
+        return outbox.add(
+            connection,
+            task_name=self.name,
+            task_id=message.task_id,
+            args=message.args,
+            kwargs=message.kwargs,
+            options=message.options,
+            not_before=_not_before(message.options),
+        )
 
     def _use_outbox(self, connection) -> bool:
         return (
