@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if rest[:1] == ["deadletters"]:
         return deadletters_command(rest[1:])
+    if rest[:1] == ["import"]:
+        return import_command(rest[1:])
 
     from celery.bin.celery import celery
 
@@ -114,6 +116,37 @@ def deadletters_command(argv: list[str]) -> int:
         transaction.abort()
         connection.close()
         worker.close_db()
+    return 0
+
+
+def import_command(argv: list[str]) -> int:
+    """``plonecelery import SOURCE --all [--site Plone]``: queue a full import."""
+    import transaction
+
+    from . import worker
+    from .importer import queue_backfill
+    from .sources.storage import UnknownSource
+    from .sources.storage import get_source
+
+    parser = argparse.ArgumentParser(prog="plonecelery import")
+    parser.add_argument("source", help="the source id")
+    parser.add_argument("--all", action="store_true", required=True, help="every post")
+    parser.add_argument("--site", default="Plone", help="path of the Plone site (Plone)")
+    options = parser.parse_args(argv)
+    try:
+        with (
+            worker.use_database(worker.open_db()),
+            worker.zope_environment(site_path=options.site, userid=None, unrestricted=True),
+        ):
+            result = queue_backfill(get_source(options.source))
+            transaction.commit()
+    except (UnknownSource, KeyError, AttributeError) as exc:
+        print(f"plonecelery: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        worker.close_db()
+    print(f"queued the import of every post of {options.source!r}: task {result.id}")
+    print("progress: GET @blog-deliveries?source=" + options.source)
     return 0
 
 

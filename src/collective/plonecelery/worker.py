@@ -24,6 +24,7 @@ import transaction
 from AccessControl.users import UnrestrictedUser
 
 from .zeo import forget_oids_on_reconnect
+from .zeo import warn_without_server_sync
 
 logger = logging.getLogger("collective.plonecelery")
 
@@ -108,6 +109,7 @@ def open_db():
         _db = dbtab.getDatabase("/", is_root=1)
         _db_pid = os.getpid()
         forget_oids_on_reconnect(_db)
+        warn_without_server_sync(_db)
         ensure_outbox(_db)
         Zope2.DB = _db
         logger.info("Opened the ZODB in process %s", _db_pid)

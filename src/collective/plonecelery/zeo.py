@@ -39,3 +39,16 @@ def forget_oids_on_reconnect(db) -> None:
 def on_database_opened(event) -> None:
     """Subscriber for Zope's IDatabaseOpenedWithRoot (Plone instances)."""
     forget_oids_on_reconnect(event.database)
+
+
+def warn_without_server_sync(db) -> None:
+    """Workers need ``server-sync on``: else a task may start before its
+    worker has seen the commit that queued it, and is discarded until the
+    outbox relay sends it again."""
+    storage = db.storage
+    if hasattr(storage, "server_sync") and not storage.server_sync:
+        logger.warning(
+            "The ZEO client of this worker has server-sync off: tasks may not see the "
+            "transaction that queued them and run late, by the outbox relay. Set "
+            "'server-sync on' in the <clientstorage> section of zope.conf."
+        )
