@@ -278,3 +278,24 @@ def test_warm_shutdown_finishes_the_running_task(harness):
     harness.start_worker()  # back for the next tests: a deploy's restart
     assert result.get(timeout=TIMEOUT) == key
     assert run_counts(harness, [key]) == {key: 1}
+
+
+def test_read_only_task_costs_no_commit_and_the_relay_closes_its_record(harness):
+    with harness.session():
+        result = sample_tasks.whoami.delay()
+        transaction.commit()
+    assert result.get(timeout=TIMEOUT)["user"] == "admin"
+
+    def record_state():
+        with harness.session() as portal:
+            box = outbox.get_outbox(portal._p_jar)
+            return [r.state for _, r in outbox.iter_records(box) if r.task_id == result.id]
+
+    # The worker did not commit for it: the record is closed by the relay
+    # (grace 2 s, runs every second), which reads the result, and not re-sent.
+    deadline = time.monotonic() + 30
+    while record_state() != ["done"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert record_state() == ["done"]
+    assert f"whoami[{result.id}] received" in harness.worker_log.read_text()
+    assert harness.worker_log.read_text().count(f"whoami[{result.id}] received") == 1

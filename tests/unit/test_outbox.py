@@ -152,3 +152,17 @@ def test_delayed_task_is_not_relayed_before_it_is_due(db):
     conn.close()
     task = FakeTask()
     assert outbox.relay(db=db, app=FakeApp(task), grace=60, retention=3600) == 0
+
+
+def test_relay_closes_records_whose_result_says_they_ran(db):
+    ok = queue(db, "read-only", created_ago=120)
+    bad = queue(db, "failed", created_ago=120)
+    task = FakeTask()
+    app = FakeApp(task, states={"read-only": "SUCCESS", "failed": "FAILURE"})
+    assert outbox.relay(db=db, app=app, grace=60, retention=3600) == 0
+    assert task.sent == []
+
+    def states(conn):
+        return [outbox.find(conn, ref).state for ref in (ok, bad)]
+
+    assert with_connection(db, states) == ["done", "failed"]

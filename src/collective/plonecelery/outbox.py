@@ -282,7 +282,14 @@ def relay(*, db, app, grace: float, retention: float, lease_seconds: float = 120
                     record.task_name,
                 )
                 continue
-            if app.AsyncResult(record.task_id).state != "PENDING":
+            state = app.AsyncResult(record.task_id).state
+            if state in ("SUCCESS", "FAILURE"):
+                # Read-only tasks leave their record pending (their result
+                # says they ran): close it here, many in one commit.
+                record.state = DONE if state == "SUCCESS" else FAILED
+                record.finished = time.time()
+                continue
+            if state != "PENDING":
                 # A worker has started it (task_track_started): a second copy
                 # would only do the same work and lose at commit.
                 continue

@@ -225,22 +225,39 @@ class ZopeTask(Task):
                 unrestricted=self.unrestricted or bool(envelope.get("unrestricted")),
                 server_url=self.addon_settings.server_url,
             ) as site:
-                self._claim_outbox_record(site, envelope)
+                claimed = self._claim_outbox_record(site, envelope)
                 args, kwargs = references.load(args, kwargs, site=site)
                 result = self.run(*args, **kwargs)
-                transaction.commit()
+                if claimed is not None and self._only_claim_written(site._p_jar, claimed):
+                    # A read-only task: a ZODB commit only for the outbox claim
+                    # would double its cost. Its result in the backend tells the
+                    # relay it ran (the relay then marks the record done).
+                    transaction.abort()
+                else:
+                    transaction.commit()
                 return result
         except retryable as exc:
             raise self._retry_after_conflict(exc, envelope) from exc
 
-    def _claim_outbox_record(self, site, envelope: dict) -> None:
-        """Mark our outbox record done in this transaction, or skip a duplicate."""
+    def _only_claim_written(self, connection, record) -> bool:
+        stores_result = bool(self.app.conf.result_backend) and not (
+            self.ignore_result or self.request.ignore_result
+        )
+        registered = connection._registered_objects
+        return stores_result and not connection._added and all(obj is record for obj in registered)
+
+    def _claim_outbox_record(self, site, envelope: dict):
+        """Mark our outbox record done in this transaction, or skip a duplicate.
+
+        Returns the claimed record, or None when the call has no record.
+        """
         ref = envelope.get("outbox")
         if not ref:
-            return
-        state = outbox.claim(site._p_jar, outbox.RecordRef.from_json(ref))
+            return None
+        ref = outbox.RecordRef.from_json(ref)
+        state = outbox.claim(site._p_jar, ref)
         if state == outbox.PENDING:
-            return
+            return outbox.find(site._p_jar, ref)
         task_id = self.request.id
         if state == "missing" and self.AsyncResult(task_id).state not in ("SUCCESS", "FAILURE"):
             logger.warning(
