@@ -25,37 +25,6 @@ SECRET = "s3cret-of-the-blog"
 PANEL = "/plone/@@plonecelery-sources"
 
 
-def _layer_order(layer, order):
-    for base in layer.__bases__:
-        _layer_order(base, order)
-    if layer not in order:
-        order.append(layer)
-    return order
-
-
-@pytest.fixture(scope="module")
-def layers(request):
-    """Set up the layers this module needs, sharing zope.pytestlayer's bookkeeping."""
-    from collective.plonecelery.testing import PLONECELERY_EAGER_FUNCTIONAL_TESTING
-
-    state = getattr(request.session, "zopelayer_state", None)
-    current = state.current if state is not None else set()
-    order = _layer_order(PLONECELERY_EAGER_FUNCTIONAL_TESTING, [])
-    done = []
-    try:
-        for layer in order:
-            if layer in current:
-                continue
-            layer.setUp()
-            current.add(layer)
-            done.append(layer)
-        yield order
-    finally:
-        for layer in reversed(done):
-            layer.tearDown()
-            current.discard(layer)
-
-
 @pytest.fixture
 def queued(monkeypatch):
     calls = []

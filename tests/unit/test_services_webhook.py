@@ -66,41 +66,6 @@ def fake_queue_import(config, *, remote_id, action, delivery_id=None):
 # -- the Plone layer, set up once for this module ----------------------------------------------
 
 
-def _layer_order(layer, order):
-    for base in layer.__bases__:
-        _layer_order(base, order)
-    if layer not in order:
-        order.append(layer)
-    return order
-
-
-@pytest.fixture(scope="module")
-def layers(request):
-    """Set up the layers this module needs, sharing zope.pytestlayer's bookkeeping.
-
-    Layers zope.pytestlayer has set up (for TestCase-style modules) are reused, and the
-    ones set up here are registered with it, so no layer is ever set up twice.
-    """
-    from collective.plonecelery.testing import PLONECELERY_EAGER_FUNCTIONAL_TESTING
-
-    state = getattr(request.session, "zopelayer_state", None)
-    current = state.current if state is not None else set()
-    order = _layer_order(PLONECELERY_EAGER_FUNCTIONAL_TESTING, [])
-    done = []
-    try:
-        for layer in order:
-            if layer in current:
-                continue
-            layer.setUp()
-            current.add(layer)
-            done.append(layer)
-        yield order
-    finally:
-        for layer in reversed(done):
-            layer.tearDown()
-            current.discard(layer)
-
-
 @pytest.fixture
 def portal(layers, monkeypatch):
     for layer in layers:
