@@ -159,8 +159,8 @@ def _query(request) -> dict[str, str]:
 
 
 @implementer(IPublishTraverse)
-class BlogWebhook(BrowserView):
-    """Receive a blog platform's webhook: verify, deduplicate, queue the import, answer 202."""
+class PathParams:
+    """Mixin: the path segments after the view's name land in ``self.params``."""
 
     def __init__(self, context, request):
         super().__init__(context, request)
@@ -169,6 +169,10 @@ class BlogWebhook(BrowserView):
     def publishTraverse(self, request, name):
         self.params.append(name)
         return self
+
+
+class BlogWebhook(PathParams, BrowserView):
+    """Receive a blog platform's webhook: verify, deduplicate, queue the import, answer 202."""
 
     def __call__(self):
         method = self.request.get("REQUEST_METHOD", "GET").upper()
@@ -345,17 +349,8 @@ class ApiError(Exception):
         self.message = message
 
 
-@implementer(IPublishTraverse)
-class _ManagerService(Service):
+class _ManagerService(PathParams, Service):
     """Base of the Manager services: path parameters, JSON errors with type and message."""
-
-    def __init__(self, context, request):
-        super().__init__(context, request)
-        self.params: list[str] = []
-
-    def publishTraverse(self, request, name):
-        self.params.append(name)
-        return self
 
     def reply(self):
         try:
