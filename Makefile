@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SENTINEL := $(VENV)/.installed
 
-.PHONY: webhook install run test test-unit test-integration lint format docs bench constraints clean
+.PHONY: bench-webhooks webhook install run test test-unit test-integration lint format docs bench constraints clean
 
 $(SENTINEL): setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ docs: install
 
 bench: install
 	$(BIN)/python benchmarks/run.py
+
+## Webhook endpoint latency under 20 concurrent senders (needs Redis)
+bench-webhooks: install
+	$(BIN)/python benchmarks/webhook_load.py
 
 constraints:
 	@echo "Rebuild constraints.txt from a clean venv with: pip install -e '.[test,docs]' && pip freeze"
