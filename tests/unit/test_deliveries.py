@@ -181,7 +181,8 @@ def test_trim_keeps_at_most_max_entries(client, monkeypatch):
     kept = [e["delivery_id"] for e in deliveries.list_deliveries(portal=client.site)]
     assert kept == [f"d{number:05d}" for number in reversed(range(30, 50))]
     assert deliveries.count(portal=client.site) == 20
-    assert len(client.site[deliveries.ANNOTATION_KEY]["by_id"]) == 20
+    shards = client.site[deliveries.ANNOTATION_KEY]["shards"].values()
+    assert sum(len(shard["by_id"]) for shard in shards) == 20
 
 
 def test_record_asks_for_a_trim_when_over_bounds(client, queued_trims, monkeypatch):
@@ -306,8 +307,15 @@ def test_twenty_concurrent_deliveries_mostly_resolve(db, queued_trims):
     check = Client(db)
     log = check.site[deliveries.ANNOTATION_KEY]
     assert deliveries.count(portal=check.site) == 500 + senders
-    in_time_index = sum(len(shard) for shard in log["time_shards"].values())
-    assert len(log["by_id"]) == in_time_index == 500 + senders
+    shards = list(log["shards"].values())
+    in_id_index = sum(len(shard["by_id"]) for shard in shards)
+    in_time_index = sum(len(shard["by_time"]) for shard in shards)
+    assert in_id_index == in_time_index == 500 + senders
+    # Listing merges every thread's shard, newest first.
+    listed = deliveries.list_deliveries(portal=check.site, limit=1000)
+    assert {f"msg_{number}" for number in range(senders)} <= {e["delivery_id"] for e in listed}
+    assert [e["received"] for e in listed] == sorted((e["received"] for e in listed), reverse=True)
+    assert all(deliveries.get(f"msg_{n}", portal=check.site) for n in range(senders))
     # Without conflict resolution 19 of the 20 first attempts would conflict.
     assert len(conflicts) < senders // 2, f"{len(conflicts)} conflicts"
     check.close()

@@ -23,34 +23,28 @@ Storage and concurrency
 ``IAnnotations(portal)[ANNOTATION_KEY]`` is a ``PersistentMapping`` created once (by
 ``storage.add_source``, or by the first delivery), holding:
 
-``by_id``
-    ``OOBTree``: delivery id -> ``PersistentMapping`` record. Dedupe is a lookup here.
-``time_shards``
-    ``OOBTree``: writer (host, process, thread) -> ``OOTreeSet`` of ``(-received,
-    delivery_id)``, newest first, for listing (merged) and trimming.
+``shards``
+    ``OOBTree``: writer (host, process, Zope thread) -> its shard, a ``PersistentMapping``
+    with ``by_id`` (``OOBTree``: delivery id -> ``PersistentMapping`` record) and
+    ``by_time`` (``OOTreeSet`` of ``(-received, delivery_id)``, newest first).
 ``length``
     ``BTrees.Length.Length``: the entry count without loading every bucket.
 
-Up to 20 concurrent webhook requests each add one record. What they write is chosen so that
-ZODB conflict resolution merges them instead of raising ``ConflictError``:
+Up to 20 (and more) concurrent webhook requests each add one record. A shared index
+conflicts under that load: BTree inserts read their tree's inner node as current
+(``readCurrent``), and any concurrent bucket split changes it; measured on the first
+version (one shared ``by_id`` and time index): ~5% of requests retried by Zope, a few failing
+after three retries. So every Zope thread writes only its own shard, as the task outbox does:
 
-* Inserts of *distinct* keys into the same BTree bucket resolve (``Bucket._p_resolveConflict``);
-  ``by_id`` keys are random-looking (hashes, ``msg_...`` ids), so concurrent inserts are spread
-  over buckets anyway.
-* The time index is newest-first, so every insert lands in the first bucket, which splits
-  every ~15 inserts: shared by concurrent requests it conflicted often under load (measured:
-  ~5% of requests retried, some failed after three). Each Zope thread therefore keeps its own
-  time shard, as the task outbox does: requests never write the same time index.
-* Records are persistent objects of their own, so a bucket holds only references: the worker's
-  :func:`update` of a record's status writes the record alone, never a bucket.
+* Requests never write the same tree; a shard is created once per thread.
+* Records are persistent objects of their own: the worker's :func:`update` of a record's
+  status writes the record alone, never a bucket.
 * ``Length.change()`` resolves concurrent increments by summing them.
-* Nothing else is written: the container mapping is never modified after creation.
 
-What does not resolve: two transactions that both *split* buckets of one tree (or one splits a
-bucket the other inserts into), and the same delivery id arriving twice at the same moment.
-Those raise ``ConflictError``; Zope's publisher retries the request (3 times by default) and the
-retry sees the committed state (for a duplicate: it answers "duplicate"). Splits happen once per
-~15 inserts, so retries are rare and cheap (verification is microseconds, nothing is fetched).
+Dedupe looks the id up in every shard (one per thread that ever received a webhook: a
+handful). Two requests carrying the same delivery at the very same moment on two threads are
+both accepted (each commits its own shard); the import they queue is idempotent, so the
+post still ends as one item.
 
 Trimming never happens in a webhook request: deleting many keys would conflict with every
 concurrent insert. :func:`record` only notices that the log is over its bounds (cheap
@@ -149,19 +143,17 @@ def record(
     now = time.time() if now is None else now
     retention, max_entries = settings()
     log = _log(portal, create=True)
-    by_id = log["by_id"]
-    existing = by_id.get(delivery_id)
-    if existing is not None:
+    found = _find(log, delivery_id)
+    if found is not None:
+        old_shard, existing = found
         if existing["received"] >= now - retention:
             return False
         # Expired but not trimmed yet: a new delivery under the same id.
-        old_shard = _time_shards(log).get(existing.get("shard", ""))
-        old_key = (-existing["received"], delivery_id)
-        if old_shard is not None and old_key in old_shard:
-            old_shard.remove(old_key)
-            log["length"].change(-1)
-    shard_name = shard_id()
-    by_id[delivery_id] = PersistentMapping(
+        del old_shard["by_id"][delivery_id]
+        old_shard["by_time"].remove((-existing["received"], delivery_id))
+        log["length"].change(-1)
+    shard = _own_shard(log)
+    shard["by_id"][delivery_id] = PersistentMapping(
         {
             "delivery_id": delivery_id,
             "source_id": source_id,
@@ -172,10 +164,9 @@ def record(
             "error": error,
             "received": now,
             "updated": now,
-            "shard": shard_name,
         }
     )
-    _own_time_shard(log, shard_name).insert((-now, delivery_id))
+    shard["by_time"].insert((-now, delivery_id))
     log["length"].change(1)
     if _over_bounds(log, now=now, retention=retention, max_entries=max_entries):
         _queue_trim(portal)
@@ -197,7 +188,8 @@ def update(
     """
     _check_status(status)
     log = _log(portal, create=False)
-    entry = log["by_id"].get(delivery_id) if log is not None else None
+    found = _find(log, delivery_id) if log is not None else None
+    entry = found[1] if found is not None else None
     if entry is None:
         logger.debug(
             "Delivery %s is not in the log (trimmed?); status %s not kept", delivery_id, status
@@ -212,8 +204,8 @@ def update(
 def get(delivery_id: str, *, portal=None) -> dict[str, Any] | None:
     """The recorded delivery as a JSON-ready dict, or ``None``."""
     log = _log(portal, create=False)
-    entry = log["by_id"].get(delivery_id) if log is not None else None
-    return _as_dict(entry) if entry is not None else None
+    found = _find(log, delivery_id) if log is not None else None
+    return _as_dict(found[1]) if found is not None else None
 
 
 def list_deliveries(*, source_id: str | None = None, limit: int = 100, portal=None) -> list[dict]:
@@ -221,10 +213,10 @@ def list_deliveries(*, source_id: str | None = None, limit: int = 100, portal=No
     log = _log(portal, create=False)
     if log is None or limit <= 0:
         return []
-    by_id = log["by_id"]
+    shards = _shards(log)
     found = []
-    for (_received, delivery_id), _shard in _newest_first(log):
-        entry = by_id.get(delivery_id)
+    for (_received, delivery_id), name in _newest_first(log):
+        entry = shards[name]["by_id"].get(delivery_id)
         if entry is None or (source_id and entry["source_id"] != source_id):
             continue
         found.append(_as_dict(entry))
@@ -249,7 +241,7 @@ def trim(*, portal=None, now: float | None = None, batch: int = TRIM_BATCH) -> i
     log = _log(portal, create=False)
     if log is None:
         return 0
-    by_id, shards = log["by_id"], _time_shards(log)
+    shards = _shards(log)
     cutoff = now - retention
     victims = []
     # Newest first: once an entry is a victim (too old or past max_entries), all later are too.
@@ -259,10 +251,9 @@ def trim(*, portal=None, now: float | None = None, batch: int = TRIM_BATCH) -> i
             if len(victims) >= batch:
                 break
     for key, name in victims:
-        shards[name].remove(key)
-        entry = by_id.get(key[1])
-        if entry is not None and entry["received"] == -key[0]:
-            del by_id[key[1]]
+        shard = shards[name]
+        shard["by_time"].remove(key)
+        shard["by_id"].pop(key[1], None)
     if victims:
         log["length"].change(-len(victims))
         logger.info("Trimmed %d entries from the webhook delivery log", len(victims))
@@ -293,35 +284,45 @@ def _queue_trim(portal) -> None:
 def _over_bounds(log, *, now: float, retention: float, max_entries: int) -> bool:
     if log["length"]() > max_entries:
         return True
-    ends = [shard.maxKey() for shard in _time_shards(log).values() if len(shard)]
+    ends = [shard["by_time"].maxKey() for shard in _shards(log).values() if shard["by_time"]]
     return bool(ends) and -max(ends)[0] < now - retention
 
 
 def shard_id() -> str:
-    """The time shard of the calling thread: host, process and thread."""
+    """The shard of the calling thread: host, process and thread."""
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
-def _time_shards(log) -> OOBTree:
-    shards = log.get("time_shards")
-    if shards is None:
-        shards = log["time_shards"] = OOBTree()
-    return shards
+def _shards(log) -> OOBTree:
+    return log["shards"]
 
 
-def _own_time_shard(log, name: str) -> OOTreeSet:
-    shards = _time_shards(log)
+def _own_shard(log) -> PersistentMapping:
+    shards = _shards(log)
+    name = shard_id()
     shard = shards.get(name)
-    if shard is None:
-        shard = shards[name] = OOTreeSet()  # once per thread
+    if shard is None:  # once per thread
+        shard = shards[name] = PersistentMapping({"by_id": OOBTree(), "by_time": OOTreeSet()})
     return shard
+
+
+def _find(log, delivery_id: str):
+    """``(shard, entry)`` of ``delivery_id``, or None: one lookup per shard (a few)."""
+    for shard in _shards(log).values():
+        entry = shard["by_id"].get(delivery_id)
+        if entry is not None:
+            return shard, entry
+    return None
 
 
 def _newest_first(log):
     """``((-received, delivery_id), shard name)`` over every shard, newest first."""
-    return heapq.merge(
-        *(((key, name) for key in shard) for name, shard in _time_shards(log).items())
-    )
+
+    def tagged(name, shard):
+        for key in shard["by_time"]:
+            yield key, name
+
+    return heapq.merge(*(tagged(name, shard) for name, shard in _shards(log).items()))
 
 
 def _log(portal, *, create: bool) -> PersistentMapping | None:
@@ -333,7 +334,7 @@ def _log(portal, *, create: bool) -> PersistentMapping | None:
     log = annotations.get(ANNOTATION_KEY)
     if log is None and create:
         log = annotations[ANNOTATION_KEY] = PersistentMapping(
-            {"by_id": OOBTree(), "time_shards": OOBTree(), "length": Length()}
+            {"shards": OOBTree(), "length": Length()}
         )
     return log
 
