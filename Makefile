@@ -38,7 +38,7 @@ format: install
 	$(BIN)/ruff format src tests benchmarks
 
 docs: install
-	$(BIN)/sphinx-build -q -b html docs docs/_build/html
+	$(BIN)/sphinx-build -q -W -b html docs docs/_build/html
 
 bench: install
 	$(BIN)/python benchmarks/run.py
