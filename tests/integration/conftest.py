@@ -120,6 +120,21 @@ def harness(tmp_path_factory, broker_proxy):
         raise
     yield harness
     harness.stop()
+    if BROKER != "sqlite":
+        delete_queue(
+            worker_env.get("CELERY_BROKER_URL") or environment["CELERY_BROKER_URL"],
+            environment["CELERY_TASK_DEFAULT_QUEUE"],
+        )
+
+
+def delete_queue(broker_url: str, name: str) -> None:
+    """Leave no messages of this run in the shared broker (relay ticks, test leftovers)."""
+    from kombu import Connection
+
+    with Connection(broker_url, connect_timeout=5) as connection:
+        channel = connection.default_channel
+        channel.queue_delete(name)
+        channel.exchange_delete(name)
 
 
 @pytest.fixture(scope="session")
