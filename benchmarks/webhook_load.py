@@ -502,28 +502,6 @@ def create_sources(*, admin, schemes: list[str], blog_url: str, plone_url: str, 
     return sources
 
 
-def start_instance(harness, *, threads: int):
-    """A Plone WSGI instance (runwsgi + waitress) on the harness's ZEO; (process, base URL)."""
-    from collective.plonecelery import instance
-
-    port = instance.free_port()
-    ini = instance.write_zope_ini(
-        path=harness.base_dir / "etc" / "zope.ini",
-        zope_conf=harness.zope_conf,
-        host="127.0.0.1",
-        port=port,
-        threads=threads,
-    )
-    process = instance.start_wsgi(
-        zope_ini=ini,
-        host="127.0.0.1",
-        port=port,
-        log_file=harness.log_dir / "instance.log",
-        env={**os.environ, **harness.environment},
-    )
-    return process, f"http://127.0.0.1:{port}"
-
-
 def cleanup_redis(*, setup: Setup, task_ids: list[str]) -> dict[str, int]:
     """Delete the run's queue, routing tables and task results; returns what was deleted."""
     import redis
@@ -779,7 +757,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from collective.plonecelery.demo import blog
     from collective.plonecelery.harness import WorkerHarness
-    from collective.plonecelery.instance import stop_process
 
     harness = WorkerHarness(
         base_dir=base_dir,
@@ -787,7 +764,7 @@ def main(argv: list[str] | None = None) -> int:
         site_id=SITE_ID,
         worker_args=setup.worker_args(),
     )
-    wsgi = blog_server = bench = None
+    blog_server = bench = None
     failed = True
     try:
         print("Starting ZEO, creating the Plone site, starting the worker...", flush=True)
@@ -797,10 +774,10 @@ def main(argv: list[str] | None = None) -> int:
             structure_names(portal)
         blog_server = blog.serve(host="127.0.0.1", port=0)
         print(f"Starting the WSGI instance ({options.threads} waitress threads)...", flush=True)
-        wsgi, http = start_instance(harness, threads=options.threads)
+        http = harness.start_http(threads=options.threads)
         bench = Bench(
             pids={
-                "waitress": wsgi.pid,
+                "waitress": harness.http.pid,
                 "ZEO": harness.zeo.process.pid,
                 "worker": harness.worker.pid,
             },
@@ -846,7 +823,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if blog_server is not None:
             blog_server.shutdown()
-        stop_process(wsgi)
         harness.stop()
         deleted = cleanup_redis(setup=setup, task_ids=bench.issued if bench else [])
         print(f"Redis clean-up: {deleted}")

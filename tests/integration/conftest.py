@@ -140,21 +140,4 @@ def delete_queue(broker_url: str, name: str) -> None:
 @pytest.fixture(scope="session")
 def plone_http(harness):
     """A real Plone WSGI instance (waitress) on the harness's ZEO; yields its base URL."""
-    from collective.plonecelery import instance
-
-    port = instance.free_port()
-    ini = instance.write_zope_ini(
-        path=harness.base_dir / "etc" / "zope.ini",
-        zope_conf=harness.zope_conf,
-        host="127.0.0.1",
-        port=port,
-    )
-    process = instance.start_wsgi(
-        zope_ini=ini,
-        host="127.0.0.1",
-        port=port,
-        log_file=harness.log_dir / "instance.log",
-        env={**os.environ, **harness.environment},
-    )
-    yield f"http://127.0.0.1:{port}"
-    instance.stop_process(process)
+    return harness.start_http()

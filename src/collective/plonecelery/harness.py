@@ -60,6 +60,7 @@ class WorkerHarness:
         self.worker = None
         self.zope_conf: Path | None = None
         self.db = None
+        self.http = None
         self._worker_starts = 0
 
     @property
@@ -150,8 +151,33 @@ class WorkerHarness:
         ):
             yield site
 
+    def start_http(self, *, threads: int = 4) -> str:
+        """Serve the site over HTTP (runwsgi + waitress) on a free port; its base URL.
+
+        Stopped by :meth:`stop`.
+        """
+        port = instance.free_port()
+        ini = instance.write_zope_ini(
+            path=self.base_dir / "etc" / "zope.ini",
+            zope_conf=self.zope_conf,
+            host="127.0.0.1",
+            port=port,
+            threads=threads,
+        )
+        self.http = instance.start_wsgi(
+            zope_ini=ini,
+            host="127.0.0.1",
+            port=port,
+            log_file=self.log_dir / "instance.log",
+            env={**os.environ, **self.environment},
+        )
+        return f"http://127.0.0.1:{port}"
+
     def stop(self) -> None:
-        """Stop the worker, close the database, stop ZEO."""
+        """Stop the web server and the worker, close the database, stop ZEO."""
+        if self.http is not None:
+            instance.stop_process(self.http)
+            self.http = None
         if self.worker is not None:
             self.stop_worker()
         if self.db is not None:
