@@ -110,8 +110,8 @@ def retry(connection, task_id: str, *, app) -> str:
     """
     from celery.utils import uuid
 
+    from .dispatch import HEADER
     from .dispatch import Message
-    from .task import HEADER
 
     letter = get(connection, task_id)
     task = app.tasks.get(letter.task_name)

@@ -29,6 +29,10 @@ BROKER_RETRY_AFTER = 10.0
 _broker = SimpleNamespace(unavailable_until=0.0)  # process-wide, like the broker
 
 
+#: The message header that carries the site, the user and the outbox record.
+HEADER = "plonecelery"
+
+
 @dataclass
 class Message:
     """One task call waiting for its transaction to commit."""
@@ -39,6 +43,11 @@ class Message:
     kwargs: dict
     options: dict = field(default_factory=dict)
     db: Any = None  # the ZODB the call came from, for eager runs
+
+    @property
+    def outboxed(self) -> bool:
+        """Whether an outbox record backs this message (the relay can resend it)."""
+        return "outbox" in (self.options.get("headers") or {}).get(HEADER, {})
 
 
 class PendingMessages:
@@ -86,7 +95,7 @@ def send_all(messages: list[Message]) -> None:
         for message in messages:
             run_eager(message)
         return
-    outboxed = [m for m in messages if _has_outbox_record(m)]
+    outboxed = [m for m in messages if m.outboxed]
     if len(outboxed) == len(messages) and time.monotonic() < _broker.unavailable_until:
         # The broker failed us a moment ago; don't make this request wait for
         # it again. The records are in the outbox: the relay sends them.
@@ -97,7 +106,7 @@ def send_all(messages: list[Message]) -> None:
     try:
         with app.producer_or_acquire() as producer:
             for message in messages:
-                send(message, producer=producer)
+                message.task.send_message(message, producer=producer)
     except Exception:
         _broker.unavailable_until = time.monotonic() + BROKER_RETRY_AFTER
         lost = len(messages) - len(outboxed)
@@ -110,15 +119,6 @@ def send_all(messages: list[Message]) -> None:
             lost,
             exc_info=True,
         )
-
-
-def _has_outbox_record(message: Message) -> bool:
-    return "outbox" in (message.options.get("headers") or {}).get("plonecelery", {})
-
-
-def send(message: Message, *, producer=None) -> None:
-    """Publish one message to the broker."""
-    message.task.send_message(message, producer=producer)
 
 
 def run_eager(message: Message) -> None:

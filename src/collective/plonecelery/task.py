@@ -15,6 +15,7 @@ was queued from, as the user who queued it.
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import random
 import time
@@ -30,16 +31,15 @@ from . import outbox
 from . import references
 from .app import app
 from .config import addon_settings
+from .dispatch import HEADER
 from .dispatch import Message
 from .dispatch import queue
 from .dispatch import send_all
 
 logger = logging.getLogger("collective.plonecelery")
 
-#: The message header that carries the site and the user.
-HEADER = "plonecelery"
 
-
+@functools.cache
 def _retryable_errors() -> tuple[type[BaseException], ...]:
     # Conflicts and a ZEO server that went away (it reconnects by itself)
     # are transient: the task is retried in a fresh transaction.
