@@ -1,1 +1,0 @@
-"""Demo helpers for ``make run``: a stand-in Ghost blog (see :mod:`.blog`)."""

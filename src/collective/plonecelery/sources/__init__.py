@@ -1,1 +1,0 @@
-"""Blog sources: configuration, guarded HTTP fetching, readers for Ghost, WordPress and feeds."""

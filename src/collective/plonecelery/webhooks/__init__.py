@@ -1,1 +1,0 @@
-"""Incoming blog webhooks: signature verification and payload normalisation."""
