@@ -17,7 +17,7 @@ install: $(SENTINEL)
 
 ## Run ZEO + Plone (with the add-on) + a Celery worker + a demo blog, on an embedded SQLite broker.
 run: install
-	$(BIN)/python -m collective.plonecelery.devserver
+	$(BIN)/python -m collective.plonecelery.devtools.devserver
 
 ## Install and run the whole test suite (unit tests, then integration tests on every broker).
 test: install
@@ -60,4 +60,4 @@ versions.cfg: constraints.txt
 
 ## Send a freshly signed demo webhook to a running `make run` (prints the curl line too)
 webhook: install
-	@line="$$($(BIN)/python -m collective.plonecelery.devserver --curl)" && echo "$$line" && eval "$$line"
+	@line="$$($(BIN)/python -m collective.plonecelery.devtools.devserver --curl)" && echo "$$line" && eval "$$line"

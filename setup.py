@@ -61,9 +61,9 @@ setup(
             "plonecelery = collective.plonecelery.cli:main",
         ],
         "plonecelery.tasks": [
-            "deliveries = collective.plonecelery.webhooks.deliveries",
-            "importer = collective.plonecelery.importer",
-            "outbox = collective.plonecelery.outbox",
+            "deliveries = collective.plonecelery.blogs.deliveries",
+            "importer = collective.plonecelery.blogs.importer",
+            "outbox = collective.plonecelery.outbox.relay",
         ],
     },
 )

@@ -9,7 +9,7 @@ What it starts, all on loopback and under a temporary directory in /tmp that
 is removed afterwards (kept, and named, when something fails):
 
 * a ZEO server, a Plone site, and Zope booted in this process, which queues
-  the Zope-aware tasks (:class:`collective.plonecelery.harness.WorkerHarness`);
+  the Zope-aware tasks (:class:`collective.plonecelery.devtools.harness.WorkerHarness`);
 * one ``plonecelery worker`` (prefork, ``-c 1``, our defaults: ``acks_late``,
   prefetch multiplier 1) that runs them;
 * one plain ``python -m celery -A plain_celery worker`` with the very same
@@ -202,7 +202,7 @@ def start_plain_worker(*, setup: Setup, log_file: Path) -> subprocess.Popen:
     try:
         wait_for_text(log_file, "ready.", process=process, timeout=60)
     except BaseException:
-        from collective.plonecelery.instance import stop_process
+        from collective.plonecelery.devtools.instance import stop_process
 
         stop_process(process)
         raise
@@ -578,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     print(f"Benchmark run {setup.run_id} in {base_dir}", flush=True)
 
-    from collective.plonecelery.harness import WorkerHarness
+    from collective.plonecelery.devtools.harness import WorkerHarness
 
     harness = WorkerHarness(
         base_dir=base_dir,
@@ -613,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
         failed = False
     finally:
         if plain_worker is not None:
-            from collective.plonecelery.instance import stop_process
+            from collective.plonecelery.devtools.instance import stop_process
 
             stop_process(plain_worker)
         harness.stop()
@@ -758,7 +758,7 @@ def commit_variants(outbox_modes) -> list[CommitVariant]:
 
 def relay_summary(harness) -> str:
     """How the outbox relay fared in the worker, and what the outbox holds now."""
-    from collective.plonecelery import outbox
+    from collective.plonecelery.outbox import records as outbox
 
     times = LogReader(harness.worker_log).run_times("collective.plonecelery.outbox.relay_outbox")
     with harness.session(user="admin") as portal:

@@ -10,11 +10,11 @@ What it starts, all on loopback and under a temporary directory in /tmp that is
 removed afterwards (kept, and named, when something fails or with ``--keep``):
 
 * a ZEO server, a Plone site, one ``plonecelery worker`` (prefork ``-c 1``) and
-  Zope booted in this process (:class:`collective.plonecelery.harness.WorkerHarness`);
+  Zope booted in this process (:class:`collective.plonecelery.devtools.harness.WorkerHarness`);
   Redis db 13 is the broker and db 14 the result backend, with a queue of the run's own;
 * a Plone WSGI instance on the same ZEO server: ``runwsgi`` with waitress and
   ``--threads`` threads (4, waitress' and our ``write_zope_ini`` default);
-* the demo Ghost blog (:mod:`collective.plonecelery.demo.blog`), in this process. The
+* the demo Ghost blog (:mod:`collective.plonecelery.devtools.demo_blog`), in this process. The
   sources read it, so every queued import really runs in the worker: it fetches the post
   over HTTP, then imports it or finds it unchanged ("skipped").
 
@@ -227,7 +227,7 @@ def delivery_maker(
     Made again with the same ``phase`` (standard-webhooks), a delivery has the same
     ``webhook-id`` and body, hence the same delivery id: that is how duplicates are sent.
     """
-    from collective.plonecelery.webhooks.signatures import sign
+    from collective.plonecelery.blogs.verify.signatures import sign
 
     def make(sender: int, seq: int) -> Delivery:
         key = f"{phase}-{sender}-{seq}"
@@ -480,7 +480,7 @@ class Bench:
 
 def create_sources(*, admin, schemes: list[str], blog_url: str, plone_url: str, run_id: str):
     """The target folder and one Ghost-kind source per scheme, through the REST API."""
-    from collective.plonecelery.demo import blog
+    from collective.plonecelery.devtools import demo_blog as blog
 
     response = admin.post("", json={"@type": "Folder", "id": TARGET, "title": "News"})
     if response.status_code != 201:
@@ -683,8 +683,8 @@ def structure_names(portal) -> dict[bytes, str]:
     """oid -> name of the delivery log's and the outbox's trees and buckets."""
     from zope.annotation.interfaces import IAnnotations
 
-    from collective.plonecelery import outbox
-    from collective.plonecelery.webhooks import deliveries
+    from collective.plonecelery.blogs import deliveries
+    from collective.plonecelery.outbox import records as outbox
 
     names: dict[bytes, str] = {}
 
@@ -755,8 +755,8 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     print(f"Webhook benchmark run {setup.run_id} in {base_dir}", flush=True)
 
-    from collective.plonecelery.demo import blog
-    from collective.plonecelery.harness import WorkerHarness
+    from collective.plonecelery.devtools import demo_blog as blog
+    from collective.plonecelery.devtools.harness import WorkerHarness
 
     harness = WorkerHarness(
         base_dir=base_dir,

@@ -110,7 +110,7 @@ def harness(tmp_path_factory, broker_proxy):
             f":{BROKER_PORTS[BROKER]}/", f":{broker_proxy.port}/"
         )
     os.environ.update(environment)
-    from collective.plonecelery.harness import WorkerHarness
+    from collective.plonecelery.devtools.harness import WorkerHarness
 
     harness = WorkerHarness(base_dir=base_dir, environment=environment, worker_env=worker_env)
     try:

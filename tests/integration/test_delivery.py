@@ -22,11 +22,12 @@ from conftest import BROKER
 from ZODB.POSException import ConflictError
 
 from collective.plonecelery import deadletters
-from collective.plonecelery import instance
-from collective.plonecelery import outbox
+from collective.plonecelery.devtools import instance
+from collective.plonecelery.devtools.instance import bin_path
 from collective.plonecelery.dispatch import Message
 from collective.plonecelery.dispatch import PendingMessages
-from collective.plonecelery.instance import bin_path
+from collective.plonecelery.outbox import records as outbox
+from collective.plonecelery.outbox import relay as outbox_relay
 
 pytestmark = [
     pytest.mark.timeout(600),
@@ -115,7 +116,7 @@ def test_same_message_delivered_twice_has_its_effect_once(harness):
                 task_id=record.task_id,
                 args=list(record.args),
                 kwargs=dict(record.kwargs),
-                options=outbox._plain(record.options),
+                options=outbox_relay._plain(record.options),
             )
         )
     with harness.session():

@@ -11,12 +11,12 @@ import pytest
 import transaction
 from plone import api
 
-from collective.plonecelery import importer
-from collective.plonecelery.demo import blog
-from collective.plonecelery.instance import bin_path
-from collective.plonecelery.instance import free_port
-from collective.plonecelery.sources import storage
-from collective.plonecelery.sources.config import SourceConfig
+from collective.plonecelery.blogs import importer
+from collective.plonecelery.blogs import storage
+from collective.plonecelery.blogs.config import SourceConfig
+from collective.plonecelery.devtools import demo_blog as blog
+from collective.plonecelery.devtools.instance import bin_path
+from collective.plonecelery.devtools.instance import free_port
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -25,13 +25,13 @@ from plone import api
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
-from collective.plonecelery import importer
+from collective.plonecelery.blogs import deliveries
+from collective.plonecelery.blogs import importer
+from collective.plonecelery.blogs import storage
+from collective.plonecelery.blogs.config import SourceConfig
+from collective.plonecelery.blogs.verify.signatures import sign
 from collective.plonecelery.content.remote_post import INDEX
-from collective.plonecelery.demo.blog import png_bytes
-from collective.plonecelery.sources import storage
-from collective.plonecelery.sources.config import SourceConfig
-from collective.plonecelery.webhooks import deliveries
-from collective.plonecelery.webhooks.signatures import sign
+from collective.plonecelery.devtools.demo_blog import png_bytes
 
 # Read by the worker (it inherits this environment when the session's harness starts it,
 # after collection): retry delays of 0.25-0.5 s, 0.5-1 s, ... instead of 15-30 s, 30-60 s, ...
@@ -361,7 +361,7 @@ def _post_when_up(url, body, headers):
 def test_demo_blog_and_its_curl_line_make_a_post_appear(harness, news, plone_http):
     """What ``make run`` and the README do: the demo blog, its source, the printed curl line."""
     from collective.plonecelery.app import app
-    from collective.plonecelery.demo import blog
+    from collective.plonecelery.devtools import demo_blog as blog
 
     server = blog.serve(host="127.0.0.1", port=0)
     try:

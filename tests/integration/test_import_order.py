@@ -19,7 +19,7 @@ from test_import_e2e import queue
 from test_import_e2e import wait_for
 
 from collective.plonecelery.app import app
-from collective.plonecelery.webhooks.signatures import sign
+from collective.plonecelery.blogs.verify.signatures import sign
 
 pytestmark = pytest.mark.timeout(600)
 

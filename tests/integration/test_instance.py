@@ -1,6 +1,6 @@
 """The local instance plumbing with real processes: ZEO, site creation, WSGI.
 
-Also runs ``python -m collective.plonecelery.devserver --check`` end to end
+Also runs ``python -m collective.plonecelery.devtools.devserver --check`` end to end
 once the ``plonecelery`` command can start a worker.
 """
 
@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from collective.plonecelery import instance
+from collective.plonecelery.devtools import instance
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -194,7 +194,7 @@ def test_devserver_check(tmp_path):
         PLONECELERY_BLOG_PORT=str(instance.free_port()),
     )
     result = subprocess.run(
-        [sys.executable, "-m", "collective.plonecelery.devserver", "--check"],
+        [sys.executable, "-m", "collective.plonecelery.devtools.devserver", "--check"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -20,7 +20,7 @@ import transaction
 from plone import api
 from pytest_httpserver import HTTPServer
 
-from collective.plonecelery.webhooks.signatures import sign
+from collective.plonecelery.blogs.verify.signatures import sign
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -11,8 +11,8 @@ import sample_tasks
 import transaction
 from conftest import BROKER
 
-from collective.plonecelery import instance
-from collective.plonecelery.instance import bin_path
+from collective.plonecelery.devtools import instance
+from collective.plonecelery.devtools.instance import bin_path
 
 pytestmark = pytest.mark.timeout(300)
 

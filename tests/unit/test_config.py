@@ -5,10 +5,10 @@ import logging
 import pytest
 
 from collective.plonecelery.config import DEFAULTS
-from collective.plonecelery.config import ConfigurationError
 from collective.plonecelery.config import addon_settings
 from collective.plonecelery.config import parse_setting
 from collective.plonecelery.config import settings_from_environ
+from collective.plonecelery.exceptions import ConfigurationError
 
 
 def test_safe_defaults_without_environment():

@@ -16,7 +16,7 @@ from ZODB.POSException import ConflictError
 from zope.annotation.interfaces import IAnnotations
 from zope.interface import implementer
 
-from collective.plonecelery.webhooks import deliveries
+from collective.plonecelery.blogs import deliveries
 
 DAY = 86400.0
 NOW = 1_750_000_000.0

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from collective.plonecelery.webhooks.events import MalformedPayload
-from collective.plonecelery.webhooks.events import Notification
-from collective.plonecelery.webhooks.events import parse_notification
+from collective.plonecelery.blogs.verify.events import Notification
+from collective.plonecelery.blogs.verify.events import parse_notification
+from collective.plonecelery.exceptions import MalformedPayload
 
 DATA = Path(__file__).parent / "data"
 GHOST_ID = "5c7ece47da174000c0c5c6d7"

@@ -13,16 +13,16 @@ import httpx
 import pytest
 from PIL import Image
 
-from collective.plonecelery import importer
+from collective.plonecelery.blogs import importer
+from collective.plonecelery.blogs.config import SourceConfig
+from collective.plonecelery.blogs.readers import ghost
+from collective.plonecelery.blogs.verify.events import parse_notification
+from collective.plonecelery.blogs.verify.signatures import verify
 from collective.plonecelery.content.remote_post import remote_key
-from collective.plonecelery.demo import blog
-from collective.plonecelery.sources import ghost
-from collective.plonecelery.sources.config import SourceConfig
-from collective.plonecelery.sources.remote import FetchError
-from collective.plonecelery.sources.remote import PostGone
-from collective.plonecelery.webhooks.events import parse_notification
-from collective.plonecelery.webhooks.signatures import SignatureError
-from collective.plonecelery.webhooks.signatures import verify
+from collective.plonecelery.devtools import demo_blog as blog
+from collective.plonecelery.exceptions import FetchError
+from collective.plonecelery.exceptions import PostGone
+from collective.plonecelery.exceptions import SignatureError
 
 PUBLISHED = "6650f0a1b2c3d4e5f6a7b801"
 

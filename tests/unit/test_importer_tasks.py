@@ -19,14 +19,15 @@ import transaction
 from plone import api
 from werkzeug import Response
 
-from collective.plonecelery import importer
+from collective.plonecelery.blogs import deliveries
+from collective.plonecelery.blogs import importer
+from collective.plonecelery.blogs import storage
+from collective.plonecelery.blogs.config import SourceConfig
+from collective.plonecelery.blogs.importer import tasks as importer_tasks
 from collective.plonecelery.content.remote_post import BEHAVIOR
 from collective.plonecelery.content.remote_post import INDEX
 from collective.plonecelery.content.remote_post import IRemotePost
-from collective.plonecelery.demo.blog import png_bytes
-from collective.plonecelery.sources import storage
-from collective.plonecelery.sources.config import SourceConfig
-from collective.plonecelery.webhooks import deliveries
+from collective.plonecelery.devtools.demo_blog import png_bytes
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -385,13 +386,13 @@ def test_404_for_a_post_never_imported_is_skipped(portal, ghost, blog):
 
 def test_5xx_is_retried_then_imported(portal, ghost, blog, monkeypatch):
     delays = []
-    original = importer.backoff_seconds
+    original = importer_tasks.backoff_seconds
 
     def recording_backoff(retries, *, retry_after=None):
         delays.append((retries, retry_after))
         return original(retries, retry_after=retry_after)
 
-    monkeypatch.setattr(importer, "backoff_seconds", recording_backoff)
+    monkeypatch.setattr(importer_tasks, "backoff_seconds", recording_backoff)
     blog.add(ghost_post())
     blog.failures = [(503, {}), (429, {"Retry-After": "7"})]
     result, delivery = deliver(ghost, POST_ID)

@@ -8,7 +8,8 @@ import transaction
 import ZODB
 from ZODB.MappingStorage import MappingStorage
 
-from collective.plonecelery import outbox
+from collective.plonecelery.outbox import records as outbox
+from collective.plonecelery.outbox import relay as outbox_relay
 
 
 @pytest.fixture
@@ -91,10 +92,10 @@ def test_relay_sends_only_stale_pending_records(db):
     with_connection(db, lambda conn: outbox.claim(conn, done))
     task = FakeTask()
     app = FakeApp(task, states={"started": "STARTED"})
-    assert outbox.relay(db=db, app=app, grace=60, retention=3600) == 1
+    assert outbox_relay.relay(db=db, app=app, grace=60, retention=3600) == 1
     assert [m.task_id for m in task.sent] == ["stale"]
     # Sent just now: not again on the next run.
-    assert outbox.relay(db=db, app=app, grace=60, retention=3600) == 0
+    assert outbox_relay.relay(db=db, app=app, grace=60, retention=3600) == 0
     assert fresh and stale and started
 
 
@@ -107,7 +108,7 @@ def test_relay_respects_another_relays_lease(db):
 
     with_connection(db, lease)
     task = FakeTask()
-    assert outbox.relay(db=db, app=FakeApp(task), grace=60, retention=3600) == 0
+    assert outbox_relay.relay(db=db, app=FakeApp(task), grace=60, retention=3600) == 0
     assert task.sent == []
 
 
@@ -116,7 +117,7 @@ def test_watermark_skips_finished_records_and_sweep_removes_old_ones(db):
     for ref in refs[:3]:
         with_connection(db, lambda conn, ref=ref: outbox.claim(conn, ref))
     task = FakeTask()
-    assert outbox.relay(db=db, app=FakeApp(task), grace=60, retention=3600) == 2
+    assert outbox_relay.relay(db=db, app=FakeApp(task), grace=60, retention=3600) == 2
 
     def check(conn):
         box = outbox.get_outbox(conn)
@@ -132,7 +133,7 @@ def test_failed_records_are_not_relayed(db):
     ref = queue(db, "bad", created_ago=120)
     with_connection(db, lambda conn: outbox.mark_failed(conn, ref))
     task = FakeTask()
-    assert outbox.relay(db=db, app=FakeApp(task), grace=60, retention=3600) == 0
+    assert outbox_relay.relay(db=db, app=FakeApp(task), grace=60, retention=3600) == 0
 
 
 def test_delayed_task_is_not_relayed_before_it_is_due(db):
@@ -151,7 +152,7 @@ def test_delayed_task_is_not_relayed_before_it_is_due(db):
     tm.commit()
     conn.close()
     task = FakeTask()
-    assert outbox.relay(db=db, app=FakeApp(task), grace=60, retention=3600) == 0
+    assert outbox_relay.relay(db=db, app=FakeApp(task), grace=60, retention=3600) == 0
 
 
 def test_relay_closes_records_whose_result_says_they_ran(db):
@@ -159,7 +160,7 @@ def test_relay_closes_records_whose_result_says_they_ran(db):
     bad = queue(db, "failed", created_ago=120)
     task = FakeTask()
     app = FakeApp(task, states={"read-only": "SUCCESS", "failed": "FAILURE"})
-    assert outbox.relay(db=db, app=app, grace=60, retention=3600) == 0
+    assert outbox_relay.relay(db=db, app=app, grace=60, retention=3600) == 0
     assert task.sent == []
 
     def states(conn):

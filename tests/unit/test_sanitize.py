@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from collective.plonecelery.sources.sanitize import clean_html
-from collective.plonecelery.sources.sanitize import html_to_text
+from collective.plonecelery.blogs.readers.sanitize import clean_html
+from collective.plonecelery.blogs.readers.sanitize import html_to_text
 
 HOSTILE = (Path(__file__).parent / "data" / "hostile.html").read_text()
 YOUTUBE = ("www.youtube.com",)

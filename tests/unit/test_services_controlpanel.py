@@ -14,9 +14,9 @@ from plone.app.testing import TEST_USER_NAME
 from plone.app.testing import TEST_USER_PASSWORD
 from plone.testing._z2_testbrowser import Zope2Caller
 
-from collective.plonecelery import importer
-from collective.plonecelery.sources import storage
-from collective.plonecelery.sources.config import SourceConfig
+from collective.plonecelery.blogs import importer
+from collective.plonecelery.blogs import storage
+from collective.plonecelery.blogs.config import SourceConfig
 
 pytestmark = pytest.mark.timeout(900)
 

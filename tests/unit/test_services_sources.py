@@ -15,10 +15,10 @@ from plone.app.testing import TEST_USER_NAME
 from plone.app.testing import TEST_USER_PASSWORD
 from plone.testing._z2_testbrowser import Zope2Caller
 
-from collective.plonecelery import importer
-from collective.plonecelery.sources import storage
-from collective.plonecelery.webhooks import deliveries
-from collective.plonecelery.webhooks.signatures import sign
+from collective.plonecelery.blogs import deliveries
+from collective.plonecelery.blogs import importer
+from collective.plonecelery.blogs import storage
+from collective.plonecelery.blogs.verify.signatures import sign
 
 pytestmark = pytest.mark.timeout(900)
 

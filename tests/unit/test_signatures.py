@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from collective.plonecelery.webhooks.signatures import SCHEMES
-from collective.plonecelery.webhooks.signatures import SignatureError
-from collective.plonecelery.webhooks.signatures import sign
-from collective.plonecelery.webhooks.signatures import verify
+from collective.plonecelery.blogs.verify.signatures import SCHEMES
+from collective.plonecelery.blogs.verify.signatures import sign
+from collective.plonecelery.blogs.verify.signatures import verify
+from collective.plonecelery.exceptions import SignatureError
 
 DATA = Path(__file__).parent / "data"
 VECTORS = json.loads((DATA / "signature_test_vectors.json").read_text())

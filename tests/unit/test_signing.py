@@ -12,8 +12,8 @@ from cryptography.x509.oid import NameOID
 from kombu.serialization import dumps
 from kombu.serialization import loads
 
-from collective.plonecelery.config import ConfigurationError
 from collective.plonecelery.config import settings_from_environ
+from collective.plonecelery.exceptions import ConfigurationError
 from collective.plonecelery.signing import apply_signing
 from collective.plonecelery.signing import signing_requested
 

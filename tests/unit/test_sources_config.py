@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from collective.plonecelery.sources.config import SourceConfig
+from collective.plonecelery.blogs.config import SourceConfig
 
 SW_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from collective.plonecelery.sources import feed
-from collective.plonecelery.sources.config import SourceConfig
-from collective.plonecelery.sources.remote import FetchError
-from collective.plonecelery.sources.remote import PostGone
+from collective.plonecelery.blogs.config import SourceConfig
+from collective.plonecelery.blogs.readers import feed
+from collective.plonecelery.exceptions import FetchError
+from collective.plonecelery.exceptions import PostGone
 
 DATA = Path(__file__).parent / "data"
 UTC = datetime.UTC

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from collective.plonecelery.sources import ghost
-from collective.plonecelery.sources.config import SourceConfig
-from collective.plonecelery.sources.remote import FetchError
-from collective.plonecelery.sources.remote import PostGone
+from collective.plonecelery.blogs.config import SourceConfig
+from collective.plonecelery.blogs.readers import ghost
+from collective.plonecelery.exceptions import FetchError
+from collective.plonecelery.exceptions import PostGone
 
 DATA = Path(__file__).parent / "data"
 POST_ID = "5c7ece47da174000c0c5c6d7"

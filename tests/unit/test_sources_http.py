@@ -17,12 +17,12 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
-from collective.plonecelery.sources.http import fetch
-from collective.plonecelery.sources.http import json_body
-from collective.plonecelery.sources.http import retry_after_seconds
-from collective.plonecelery.sources.http import vet_url
-from collective.plonecelery.sources.remote import FetchError
-from collective.plonecelery.sources.remote import PostGone
+from collective.plonecelery.blogs.readers.http import fetch
+from collective.plonecelery.blogs.readers.http import json_body
+from collective.plonecelery.blogs.readers.http import retry_after_seconds
+from collective.plonecelery.blogs.readers.http import vet_url
+from collective.plonecelery.exceptions import FetchError
+from collective.plonecelery.exceptions import PostGone
 
 LOCAL = {"localhost", "127.0.0.1"}
 

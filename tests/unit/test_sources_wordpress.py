@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from collective.plonecelery.sources import wordpress
-from collective.plonecelery.sources.config import SourceConfig
-from collective.plonecelery.sources.remote import FetchError
-from collective.plonecelery.sources.remote import PostGone
+from collective.plonecelery.blogs.config import SourceConfig
+from collective.plonecelery.blogs.readers import wordpress
+from collective.plonecelery.exceptions import FetchError
+from collective.plonecelery.exceptions import PostGone
 
 DATA = Path(__file__).parent / "data"
 API = "/wp-json/wp/v2/posts"

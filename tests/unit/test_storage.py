@@ -7,9 +7,9 @@ import transaction
 from plone import api
 from zope.annotation.interfaces import IAnnotations
 
-from collective.plonecelery.sources import storage
-from collective.plonecelery.sources.config import SourceConfig
-from collective.plonecelery.webhooks import deliveries
+from collective.plonecelery.blogs import deliveries
+from collective.plonecelery.blogs import storage
+from collective.plonecelery.blogs.config import SourceConfig
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -5,40 +5,39 @@ with it unchanged when ``ZOPE_CONF`` points at the instance's ``zope.conf``::
 
     ZOPE_CONF=etc/zope.conf celery -A collective.plonecelery.app flower
 
-Settings are read when the app is first configured (see ``config.py``).
+Settings are read when the app is first configured (see ``config.py``). The
+worker's lifecycle (a ZODB per pool process) is installed by the fixup in
+``worker/process.py``, which Celery loads by name, as it loads its Django fixup.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from importlib.metadata import entry_points
 
 from celery import Celery
-from celery import signals
 
+from .config import addon_settings
 from .config import settings_from_environ
 from .signing import apply_signing
 from .signing import signing_requested
+from .worker.process import boot_zope_from_environ
 
-logger = logging.getLogger("collective.plonecelery")
+logger = logging.getLogger(__name__)
 
 #: Entry-point group listing modules whose tasks workers must import.
 TASKS_ENTRY_POINT_GROUP = "plonecelery.tasks"
 
-app = Celery("collective.plonecelery")
+app = Celery(
+    "collective.plonecelery",
+    fixups=[*Celery.builtin_fixups, "collective.plonecelery.worker.process:fixup"],
+)
 
 
 def task_modules() -> tuple[str, ...]:
     """Modules named by ``plonecelery.tasks`` entry points, in a stable order."""
     return tuple(sorted({ep.value for ep in entry_points(group=TASKS_ENTRY_POINT_GROUP)}))
-
-
-def _zope_configured_here() -> bool:
-    import App.config
-
-    return App.config._config is not None
 
 
 class EnvironmentSettings(Mapping):
@@ -55,13 +54,9 @@ class EnvironmentSettings(Mapping):
     @property
     def settings(self) -> dict:
         if self._settings is None:
-            zope_conf = os.environ.get("ZOPE_CONF")
-            if zope_conf and not _zope_configured_here():
-                # `celery -A collective.plonecelery.app ...`: boot Zope first,
-                # since zope.conf's <environment> may carry CELERY_* settings.
-                from .worker import boot_zope
-
-                boot_zope(zope_conf)
+            # `celery -A collective.plonecelery.app ...`: boot Zope first,
+            # since zope.conf's <environment> may carry CELERY_* settings.
+            boot_zope_from_environ()
             settings = settings_from_environ()
             settings["imports"] = tuple(settings.get("imports") or ()) + task_modules()
             if signing_requested(settings):
@@ -81,26 +76,11 @@ class EnvironmentSettings(Mapping):
 
 app.config_from_object(EnvironmentSettings())
 # Every worker asks for outbox relay runs (a string: loaded with the worker).
-app.steps["worker"].add("collective.plonecelery.outbox:OutboxRelayStep")
-
-
-@signals.worker_process_init.connect(weak=False)
-def _open_db_after_fork(**kwargs) -> None:
-    from . import worker
-
-    if worker._booted_conf is not None:
-        worker.open_db()
-
-
-@signals.worker_process_shutdown.connect(weak=False)
-@signals.worker_shutdown.connect(weak=False)
-def _close_db(**kwargs) -> None:
-    from . import worker
-
-    worker.close_db()
+app.steps["worker"].add("collective.plonecelery.outbox.relay:OutboxRelayStep")
 
 
 def check_configuration(event=None) -> None:
     """Read the settings now, so a bad ``CELERY_*`` value stops Zope at start-up
     (subscriber for IDatabaseOpenedWithRoot) instead of failing a request later."""
     app.conf.task_serializer  # noqa: B018 - loading the configuration is the point
+    addon_settings()

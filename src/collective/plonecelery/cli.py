@@ -48,9 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     zope_conf = os.path.abspath(options.zope_conf)
     os.environ["ZOPE_CONF"] = zope_conf
-    from .config import ConfigurationError
     from .config import settings_from_environ
-    from .worker import boot_zope
+    from .exceptions import ConfigurationError
+    from .worker.process import boot_zope
 
     boot_zope(zope_conf)
     try:
@@ -80,8 +80,8 @@ def deadletters_command(argv: list[str]) -> int:
     import transaction
 
     from . import deadletters
-    from . import worker
     from .app import app
+    from .worker import process
 
     parser = argparse.ArgumentParser(prog="plonecelery deadletters")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -93,7 +93,7 @@ def deadletters_command(argv: list[str]) -> int:
 
     # Registers the tasks a retry may need.
     app.loader.import_default_modules()
-    connection = worker.open_db().open()
+    connection = process.open_db().open()
     try:
         transaction.begin()
         if options.command == "list":
@@ -115,7 +115,7 @@ def deadletters_command(argv: list[str]) -> int:
     finally:
         transaction.abort()
         connection.close()
-        worker.close_db()
+        process.close_db()
     return 0
 
 
@@ -123,10 +123,11 @@ def import_command(argv: list[str]) -> int:
     """``plonecelery import SOURCE --all [--site Plone]``: queue a full import."""
     import transaction
 
-    from . import worker
-    from .importer import queue_backfill
-    from .sources.storage import UnknownSource
-    from .sources.storage import get_source
+    from .blogs.importer import queue_backfill
+    from .blogs.storage import get_source
+    from .exceptions import UnknownSource
+    from .worker import process
+    from .worker.environment import zope_environment
 
     parser = argparse.ArgumentParser(prog="plonecelery import")
     parser.add_argument("source", help="the source id")
@@ -135,8 +136,8 @@ def import_command(argv: list[str]) -> int:
     options = parser.parse_args(argv)
     try:
         with (
-            worker.use_database(worker.open_db()),
-            worker.zope_environment(site_path=options.site, userid=None, unrestricted=True),
+            process.use_database(process.open_db()),
+            zope_environment(site_path=options.site, userid=None, unrestricted=True),
         ):
             result = queue_backfill(get_source(options.source))
             transaction.commit()
@@ -144,7 +145,7 @@ def import_command(argv: list[str]) -> int:
         print(f"plonecelery: {exc}", file=sys.stderr)
         return 1
     finally:
-        worker.close_db()
+        process.close_db()
     print(f"queued the import of every post of {options.source!r}: task {result.id}")
     print("progress: GET @blog-deliveries?source=" + options.source)
     return 0

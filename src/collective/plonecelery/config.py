@@ -15,12 +15,17 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import fields
 
-from celery.app.defaults import _OPTIONS as CELERY_OPTIONS
+from .exceptions import ConfigurationError  # noqa: F401 - part of this module's API
+from .internals import celery_options
 
-logger = logging.getLogger("collective.plonecelery")
+logger = logging.getLogger(__name__)
 
 PREFIX = "CELERY_"
+#: Prefixes of the variables that configure Celery and the add-on.
+ENVIRONMENT_PREFIXES = (PREFIX, "PLONECELERY_")
 
 #: Variables with the CELERY_ prefix that Celery itself reads from the
 #: environment (remote debugger, CLI); they are not settings, so no warning.
@@ -65,10 +70,6 @@ DEFAULTS: dict[str, object] = {
 #: options to ``create_engine``, which refuses unknown keywords.)
 VISIBILITY_TIMEOUT = 3600
 VISIBILITY_TIMEOUT_SCHEMES = ("redis", "rediss", "sentinel", "sqs")
-
-
-class ConfigurationError(ValueError):
-    """A setting could not be parsed. The message names the variable."""
 
 
 def _parse_list(value: str) -> list:
@@ -144,7 +145,7 @@ def parse_setting(variable: str, value: str) -> tuple[str, object] | None:
     ('task_always_eager', True)
     """
     name = variable[len(PREFIX) :].lower()
-    option = CELERY_OPTIONS.get(name)
+    option = celery_options().get(name)
     if option is None:
         logger.warning(
             "Ignoring %s: Celery has no setting named %r "
@@ -200,6 +201,15 @@ def settings_from_environ(environ: Mapping[str, str] | None = None) -> dict:
     return settings
 
 
+def own_variables(environ: Mapping[str, str]) -> dict[str, str]:
+    """The ``CELERY_*`` and ``PLONECELERY_*`` variables of ``environ``."""
+    return {key: value for key, value in environ.items() if key.startswith(ENVIRONMENT_PREFIXES)}
+
+
+def _positive(default):
+    return field(default=default, metadata={"positive": True})
+
+
 @dataclass(frozen=True)
 class AddonSettings:
     """Settings of collective.plonecelery itself (``PLONECELERY_*``)."""
@@ -220,6 +230,14 @@ class AddonSettings:
     outbox_relay_interval: float = 15.0
     #: Finished records are kept this long, to recognise redelivered messages.
     outbox_retention: float = 86400.0
+    #: Base of the exponential back-off between retries of a failed blog fetch (seconds).
+    import_backoff: float = _positive(30.0)
+    #: Largest webhook body accepted (bytes); larger ones are answered 413.
+    webhook_max_bytes: int = _positive(1024 * 1024)
+    #: Days the delivery log keeps an entry (duplicates are recognised that long).
+    delivery_retention_days: float = _positive(7.0)
+    #: Most entries the delivery log keeps; older ones are trimmed by a worker task.
+    delivery_max_entries: int = _positive(10_000)
 
 
 def addon_settings(environ: Mapping[str, str] | None = None) -> AddonSettings:
@@ -230,15 +248,18 @@ def addon_settings(environ: Mapping[str, str] | None = None) -> AddonSettings:
     """
     environ = os.environ if environ is None else environ
     values = {}
-    for field_name, field in AddonSettings.__dataclass_fields__.items():
-        variable = "PLONECELERY_" + field_name.upper()
-        if variable not in environ:
+    for setting in fields(AddonSettings):
+        variable = "PLONECELERY_" + setting.name.upper()
+        if not environ.get(variable):
             continue
-        parse = _parse_bool if isinstance(field.default, bool) else type(field.default)
+        parse = _parse_bool if isinstance(setting.default, bool) else type(setting.default)
         try:
-            values[field_name] = parse(environ[variable])
+            value = parse(environ[variable])
         except ValueError as exc:
             raise ConfigurationError(
                 f"Cannot parse {variable}={environ[variable]!r}: {exc}"
             ) from exc
+        if setting.metadata.get("positive") and value <= 0:
+            raise ConfigurationError(f"{variable}={environ[variable]!r} must be positive")
+        values[setting.name] = value
     return AddonSettings(**values)

@@ -16,12 +16,16 @@ from __future__ import annotations
 import logging
 import time
 
-import transaction
 from BTrees.OOBTree import OOBTree
 from persistent import Persistent
 from ZODB.POSException import ConflictError
 
-logger = logging.getLogger("collective.plonecelery")
+from .dispatch import HEADER
+from .dispatch import Message
+from .outbox import records as outbox
+from .zodb import own_connection
+
+logger = logging.getLogger(__name__)
 
 ROOT_KEY = "collective.plonecelery.deadletters"
 
@@ -110,9 +114,6 @@ def retry(connection, task_id: str, *, app) -> str:
     """
     from celery.utils import uuid
 
-    from .dispatch import HEADER
-    from .dispatch import Message
-
     letter = get(connection, task_id)
     task = app.tasks.get(letter.task_name)
     if task is None or not hasattr(task, "send_message"):
@@ -138,11 +139,7 @@ def retry(connection, task_id: str, *, app) -> str:
 
 def record_failure(*, db, task_name, task_id, args, kwargs, envelope, exc, traceback, attempts):
     """Write the dead letter (and fail the outbox record) in a transaction of its own."""
-    from . import outbox
-
-    tm = transaction.TransactionManager()
-    connection = db.open(transaction_manager=tm)
-    try:
+    with own_connection(db) as (connection, tm):
         for _ in range(5):
             tm.begin()
             queued = None
@@ -172,13 +169,10 @@ def record_failure(*, db, task_name, task_id, args, kwargs, envelope, exc, trace
                 break
             except ConflictError:
                 tm.abort()
-        logger.error(
-            "Task %s[%s] failed for good after %d attempt(s): %s; kept as a dead letter",
-            task_name,
-            task_id,
-            attempts,
-            exc,
-        )
-    finally:
-        tm.abort()
-        connection.close()
+    logger.error(
+        "Task %s[%s] failed for good after %d attempt(s): %s; kept as a dead letter",
+        task_name,
+        task_id,
+        attempts,
+        exc,
+    )

@@ -19,7 +19,9 @@ from typing import Any
 import transaction
 from kombu.utils.json import dumps
 
-logger = logging.getLogger("collective.plonecelery")
+from .worker.process import use_database
+
+logger = logging.getLogger(__name__)
 
 _KEY = "collective.plonecelery.pending"
 
@@ -123,7 +125,6 @@ def send_all(messages: list[Message]) -> None:
 
 def run_eager(message: Message) -> None:
     """Run a task at once in a helper thread, as a worker would."""
-    from .worker import use_database
 
     def target():
         with use_database(message.db):

@@ -13,12 +13,10 @@ from Acquisition import aq_base
 from kombu.utils.json import dumps
 from persistent import Persistent
 
+from .exceptions import UnresolvedReference
+
 #: The key that marks a reference inside the JSON arguments.
 MARKER = "__plonecelery_ref__"
-
-
-class UnresolvedReference(LookupError):
-    """A content reference no longer points to an object (moved or deleted)."""
 
 
 def _uid_of(obj: Any) -> str | None:

@@ -16,6 +16,6 @@ def post_install(setup_tool):
     from Acquisition import aq_inner
     from Acquisition import aq_parent
 
-    from .importer import create_import_user
+    from .blogs.importer.users import create_import_user
 
     create_import_user(aq_parent(aq_inner(setup_tool)))

@@ -14,7 +14,8 @@ store (and the key too, for retries and the outbox relay).
 
 from __future__ import annotations
 
-from .config import ConfigurationError
+from .exceptions import ConfigurationError
+from .internals import set_default_serializer
 
 SECURITY_SETTINGS = ("security_key", "security_certificate", "security_cert_store")
 
@@ -38,7 +39,6 @@ def apply_signing(settings: dict) -> None:
     """
     from celery.security import disable_untrusted_serializers
     from celery.security.serialization import register_auth
-    from kombu.serialization import registry
 
     settings["task_serializer"] = "auth"
     settings["accept_content"] = ["auth"]
@@ -55,4 +55,4 @@ def apply_signing(settings: dict) -> None:
     except OSError as exc:
         raise ConfigurationError(f"Cannot read the signing key or certificate: {exc}") from exc
     disable_untrusted_serializers(["json", "auth"])
-    registry._set_default_serializer("auth")
+    set_default_serializer("auth")

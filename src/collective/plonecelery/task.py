@@ -15,7 +15,6 @@ was queued from, as the user who queued it.
 from __future__ import annotations
 
 import datetime
-import functools
 import logging
 import random
 import time
@@ -27,26 +26,21 @@ from celery import Task
 from celery.exceptions import Ignore
 from celery.utils import uuid
 
-from . import outbox
 from . import references
 from .app import app
 from .config import addon_settings
+from .deadletters import record_failure
 from .dispatch import HEADER
 from .dispatch import Message
 from .dispatch import queue
 from .dispatch import send_all
+from .internals import wrote_only
+from .outbox import records as outbox
+from .worker.environment import zope_environment
+from .worker.process import get_db
+from .zodb import retryable_errors
 
-logger = logging.getLogger("collective.plonecelery")
-
-
-@functools.cache
-def _retryable_errors() -> tuple[type[BaseException], ...]:
-    # Conflicts and a ZEO server that went away (it reconnects by itself)
-    # are transient: the task is retried in a fresh transaction.
-    from ZEO.Exceptions import ClientDisconnected
-    from ZODB.POSException import ConflictError
-
-    return (ConflictError, ClientDisconnected)
+logger = logging.getLogger(__name__)
 
 
 def current_site_path(site: Any = None) -> str:
@@ -215,9 +209,7 @@ class ZopeTask(Task):
         if envelope is None:
             # Called directly (``reindex(obj)``): plain function call, here.
             return self.run(*args, **kwargs)
-        from .worker import zope_environment
-
-        retryable = _retryable_errors()
+        retryable = retryable_errors()
         try:
             with zope_environment(
                 site_path=envelope["site"],
@@ -243,8 +235,7 @@ class ZopeTask(Task):
         stores_result = bool(self.app.conf.result_backend) and not (
             self.ignore_result or self.request.ignore_result
         )
-        registered = connection._registered_objects
-        return stores_result and not connection._added and all(obj is record for obj in registered)
+        return stores_result and wrote_only(connection, record)
 
     def _claim_outbox_record(self, site, envelope: dict):
         """Mark our outbox record done in this transaction, or skip a duplicate.
@@ -280,12 +271,9 @@ class ZopeTask(Task):
         envelope = self.envelope()
         if envelope is None:
             return
-        from . import worker
-        from .deadletters import record_failure
-
         try:
             record_failure(
-                db=worker.get_db(),
+                db=get_db(),
                 task_name=self.name,
                 task_id=task_id,
                 args=args,

@@ -16,7 +16,7 @@
                 self.assertEqual(result.get(timeout=5), "done")
 
 ``PLONECELERY_WORKER_LAYER``
-    Real processes (see :mod:`collective.plonecelery.harness`): a ZEO server,
+    Real processes (see :mod:`collective.plonecelery.devtools.harness`): a ZEO server,
     a Plone site and a ``plonecelery worker``; ``self.layer["harness"]``
     opens sessions as any user. Settings come from ``CELERY_*`` and
     ``PLONECELERY_*`` environment variables (set ``CELERY_BROKER_URL`` and
@@ -35,6 +35,7 @@ from plone.app.testing import PloneSandboxLayer
 from plone.testing import Layer
 
 from .app import app
+from .config import own_variables
 
 
 class EagerLayer(PloneSandboxLayer):
@@ -83,14 +84,11 @@ class WorkerLayer(Layer):
     """
 
     def setUp(self):
-        from .harness import WorkerHarness
+        # The one runtime module that reaches into devtools: this layer starts processes.
+        from .devtools.harness import WorkerHarness
 
         self._tmp = tempfile.TemporaryDirectory(prefix="plonecelery-")
-        environment = {
-            key: value
-            for key, value in os.environ.items()
-            if key.startswith(("CELERY_", "PLONECELERY_"))
-        }
+        environment = own_variables(os.environ)
         self["harness"] = WorkerHarness(base_dir=self._tmp.name, environment=environment).start()
 
     def tearDown(self):

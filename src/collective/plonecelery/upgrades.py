@@ -8,8 +8,8 @@ def to_1001(setup_tool):
     from Acquisition import aq_inner
     from Acquisition import aq_parent
 
+    from .blogs.importer.users import create_import_user
     from .content.indexers import reindex_remote_keys
-    from .importer import create_import_user
 
     portal = aq_parent(aq_inner(setup_tool))
     setup_tool.runImportStepFromProfile(PROFILE, "catalog")

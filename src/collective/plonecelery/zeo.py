@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 
-logger = logging.getLogger("collective.plonecelery")
+from .internals import drop_prefetched_oids
+
+logger = logging.getLogger(__name__)
 
 
 def forget_oids_on_reconnect(db) -> None:
@@ -25,11 +27,9 @@ def forget_oids_on_reconnect(db) -> None:
             continue  # not a ZEO client, or done already
 
         def notify_connected(conn, info, _storage=storage, _original=original):
-            if _storage._oids:
-                logger.info(
-                    "ZEO (re)connected: dropping %d pre-fetched oid(s)", len(_storage._oids)
-                )
-            _storage._oids = []
+            dropped = drop_prefetched_oids(_storage)
+            if dropped:
+                logger.info("ZEO (re)connected: dropping %d pre-fetched oid(s)", dropped)
             return _original(conn, info)
 
         notify_connected._plonecelery = True

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from collective.plonecelery.sources.config import SourceConfig
+    from collective.plonecelery.blogs.config import SourceConfig
 
     config = SourceConfig.from_dict(stored)   # type-checks, ignores unknown keys
     config.validate()                         # ValueError with a message saying what to fix
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from collective.plonecelery.webhooks.signatures import RENAMEABLE_HEADER_SCHEMES
-from collective.plonecelery.webhooks.signatures import SCHEMES
+from collective.plonecelery.blogs.verify.signatures import RENAMEABLE_HEADER_SCHEMES
+from collective.plonecelery.blogs.verify.signatures import SCHEMES
 
 KINDS = ("ghost", "wordpress", "feed")
 ON_REMOVE = ("retract", "delete")

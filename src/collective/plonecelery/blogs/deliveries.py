@@ -2,7 +2,7 @@
 
 Usage::
 
-    from collective.plonecelery.webhooks import deliveries
+    from collective.plonecelery.blogs import deliveries
 
     if not deliveries.record(delivery_id=verified.delivery_id, source_id="blog",
                              event="post.published", remote_id="abc", status="queued"):
@@ -59,8 +59,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import os
-import socket
 import threading
 import time
 from datetime import UTC
@@ -73,14 +71,14 @@ from BTrees.OOBTree import OOTreeSet
 from persistent.mapping import PersistentMapping
 from zope.annotation.interfaces import IAnnotations
 
-from collective.plonecelery import task
+from ..config import addon_settings
+from ..task import task
+from ..zodb import writer_id
 
-logger = logging.getLogger("collective.plonecelery")
+logger = logging.getLogger(__name__)
 
 ANNOTATION_KEY = "collective.plonecelery.deliveries"
 STATUSES = ("queued", "ignored", "rejected", "imported", "skipped", "removed", "failed")
-DEFAULT_RETENTION_DAYS = 7.0
-DEFAULT_MAX_ENTRIES = 10_000
 #: Entries removed per transaction by the trim task.
 TRIM_BATCH = 1000
 #: Seconds between two trim tasks queued by one process.
@@ -91,26 +89,15 @@ _last_trim_queued = 0.0
 
 
 def settings(environ=None) -> tuple[float, int]:
-    """``(retention_seconds, max_entries)`` from the environment.
+    """``(retention_seconds, max_entries)`` from the add-on's settings.
 
     >>> settings({"PLONECELERY_DELIVERY_RETENTION_DAYS": "1"})
     (86400.0, 10000)
+
+    :raises ConfigurationError: a value is not a positive number.
     """
-    environ = os.environ if environ is None else environ
-    try:
-        days = float(environ.get("PLONECELERY_DELIVERY_RETENTION_DAYS", DEFAULT_RETENTION_DAYS))
-        max_entries = int(environ.get("PLONECELERY_DELIVERY_MAX_ENTRIES", DEFAULT_MAX_ENTRIES))
-    except ValueError as exc:
-        raise ValueError(
-            "PLONECELERY_DELIVERY_RETENTION_DAYS must be a number of days and "
-            f"PLONECELERY_DELIVERY_MAX_ENTRIES an integer: {exc}"
-        ) from None
-    if days <= 0 or max_entries <= 0:
-        raise ValueError(
-            "PLONECELERY_DELIVERY_RETENTION_DAYS and PLONECELERY_DELIVERY_MAX_ENTRIES "
-            "must be positive"
-        )
-    return days * 86400, max_entries
+    values = addon_settings(environ)
+    return values.delivery_retention_days * 86400, values.delivery_max_entries
 
 
 def ensure_log(*, portal=None) -> PersistentMapping:
@@ -260,7 +247,8 @@ def trim(*, portal=None, now: float | None = None, batch: int = TRIM_BATCH) -> i
     return len(victims)
 
 
-@task.as_admin()
+# The name is stored in outbox records and dead letters: it never changes.
+@task.as_admin(name="collective.plonecelery.webhooks.deliveries.trim_deliveries")
 def trim_deliveries() -> int:
     """Worker task: trim the delivery log of the site it was queued from, batch by batch."""
     from zope.component.hooks import getSite
@@ -288,18 +276,13 @@ def _over_bounds(log, *, now: float, retention: float, max_entries: int) -> bool
     return bool(ends) and -max(ends)[0] < now - retention
 
 
-def shard_id() -> str:
-    """The shard of the calling thread: host, process and thread."""
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
-
-
 def _shards(log) -> OOBTree:
     return log["shards"]
 
 
 def _own_shard(log) -> PersistentMapping:
     shards = _shards(log)
-    name = shard_id()
+    name = writer_id()
     shard = shards.get(name)
     if shard is None:  # once per thread
         shard = shards[name] = PersistentMapping({"by_id": OOBTree(), "by_time": OOTreeSet()})

@@ -2,8 +2,8 @@
 
 Usage::
 
-    from collective.plonecelery.sources import storage
-    from collective.plonecelery.sources.config import SourceConfig
+    from collective.plonecelery.blogs import storage
+    from collective.plonecelery.blogs.config import SourceConfig
 
     config = storage.config_from_data({"id": "blog", "title": "Blog", "kind": "ghost", ...})
     storage.add_source(config)                      # validates, grants the import user's roles
@@ -32,6 +32,7 @@ from BTrees.OOBTree import OOBTree
 from persistent.mapping import PersistentMapping
 from zope.annotation.interfaces import IAnnotations
 
+from ..exceptions import UnknownSource
 from .config import SECRET_FIELDS
 from .config import SourceConfig
 
@@ -42,19 +43,6 @@ IMPORT_ROLES = ("Contributor", "Editor", "Reviewer")
 FIELDS = tuple(SourceConfig.__dataclass_fields__)
 
 _UID = re.compile(r"[0-9a-f]{32}")
-
-
-class UnknownSource(KeyError):
-    """No source has this id."""
-
-    def __init__(self, source_id: str):
-        super().__init__(source_id)
-        self.source_id = source_id
-
-    def __str__(self) -> str:
-        return (
-            f"there is no blog source with id {self.source_id!r}; list them with GET @blog-sources"
-        )
 
 
 def config_from_data(data: dict[str, Any]) -> SourceConfig:
@@ -107,7 +95,7 @@ def add_source(config: SourceConfig, *, portal=None) -> SourceConfig:
     _grant(target, config.import_user)
     # The delivery log is created here, by a Manager, rather than by the first (concurrent,
     # anonymous) webhooks, which would all conflict on creating it.
-    from collective.plonecelery.webhooks import deliveries
+    from collective.plonecelery.blogs import deliveries
 
     deliveries.ensure_log(portal=portal)
     return config
@@ -271,3 +259,12 @@ def _revoke_unless_needed(old: SourceConfig, *, portal) -> None:
     else:
         target.manage_delLocalRoles([old.import_user])
     target.reindexObjectSecurity()
+
+
+def webhook_urls(portal, source_id: str) -> dict[str, str]:
+    """The URLs a blog platform posts to for ``source_id`` (with and without ``++api++``)."""
+    base = portal.absolute_url()
+    return {
+        "api": f"{base}/++api++/@blog-webhook/{source_id}",
+        "plain": f"{base}/@blog-webhook/{source_id}",
+    }

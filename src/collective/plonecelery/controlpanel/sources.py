@@ -6,7 +6,7 @@ for an existing one). Forms post back to the view with a CSRF authenticator. Sec
 write-only here too: the form shows whether one is set, never its value; leaving the field
 empty keeps it.
 
-Everything goes through :mod:`collective.plonecelery.sources.storage`, the same functions
+Everything goes through :mod:`collective.plonecelery.blogs.storage`, the same functions
 as the REST API (``@blog-sources``), so both apply the same validation.
 """
 
@@ -19,14 +19,14 @@ from plone.protect.authenticator import check as check_authenticator
 from Products.Five.browser import BrowserView
 from Products.statusmessages.interfaces import IStatusMessage
 
-from collective.plonecelery.sources import storage
-from collective.plonecelery.sources.config import KINDS
-from collective.plonecelery.sources.config import ON_REMOVE
-from collective.plonecelery.sources.config import SECRET_FIELDS
-from collective.plonecelery.sources.config import SourceConfig
-from collective.plonecelery.webhooks import deliveries
-from collective.plonecelery.webhooks.services import webhook_urls
-from collective.plonecelery.webhooks.signatures import SCHEMES
+from collective.plonecelery.blogs import deliveries
+from collective.plonecelery.blogs import storage
+from collective.plonecelery.blogs.config import KINDS
+from collective.plonecelery.blogs.config import ON_REMOVE
+from collective.plonecelery.blogs.config import SECRET_FIELDS
+from collective.plonecelery.blogs.config import SourceConfig
+from collective.plonecelery.blogs.storage import webhook_urls
+from collective.plonecelery.blogs.verify.signatures import SCHEMES
 
 from . import _
 
@@ -287,7 +287,7 @@ class SourcesControlPanel(BrowserView):
             storage.add_source(storage.config_from_data(data), portal=self.context)
 
     def queue(self, source_id: str, *, test: bool) -> str:
-        from collective.plonecelery import importer
+        from collective.plonecelery.blogs import importer
 
         config = storage.get_source(source_id, portal=self.context)
         if test:

@@ -2,13 +2,14 @@
 
 Run it on its own::
 
-    python -m collective.plonecelery.demo.blog --port 2368 --key 0123456789abcdef01234567ab
-    python -m collective.plonecelery.demo.blog curl --plone-url http://localhost:8080/Plone \\
+    python -m collective.plonecelery.devtools.demo_blog --port 2368 --key 0123456789abcdef01234567ab
+    python -m collective.plonecelery.devtools.demo_blog curl \\
+        --plone-url http://localhost:8080/Plone \\
         --source demo-blog --secret s3cret [--post 6650f0a1b2c3d4e5f6a7b801]
 
 or from Python (``make run`` does this)::
 
-    from collective.plonecelery.demo import blog
+    from collective.plonecelery.devtools import demo_blog as blog
 
     server = blog.serve(host="127.0.0.1", port=2368, key=blog.DEMO_KEY)
     server.url                      # 'http://127.0.0.1:2368'
@@ -473,7 +474,7 @@ def curl_line(
     (``hmac-sha256-base64``) give a line that stays valid (until the delivery log's dedupe
     window has passed, a repeated line is acknowledged as a duplicate).
     """
-    from collective.plonecelery.webhooks.signatures import sign
+    from collective.plonecelery.blogs.verify.signatures import sign
 
     body = webhook_body(post_id, event=event)
     headers = {"Content-Type": "application/json"}
@@ -488,7 +489,7 @@ def curl_line(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m collective.plonecelery.demo.blog",
+        prog="python -m collective.plonecelery.devtools.demo_blog",
         description="A stand-in Ghost blog (Content API) for demos, on loopback.",
     )
     parser.add_argument("--host", default="127.0.0.1")

@@ -2,8 +2,8 @@
 
 ::
 
-    .venv/bin/python -m collective.plonecelery.devserver          # until Ctrl-C
-    .venv/bin/python -m collective.plonecelery.devserver --check  # start, probe, stop
+    .venv/bin/python -m collective.plonecelery.devtools.devserver          # until Ctrl-C
+    .venv/bin/python -m collective.plonecelery.devtools.devserver --check  # start, probe, stop
 
 Everything lives under ``var/`` and ``etc/`` of the current directory. The
 broker and result backend are SQLite files in ``var/`` unless
@@ -28,7 +28,8 @@ from pathlib import Path
 
 import httpx
 
-from collective.plonecelery import instance
+from ..config import own_variables
+from . import instance
 
 HOST = "127.0.0.1"
 SITE_ID = "Plone"
@@ -38,6 +39,7 @@ OWN_VARIABLES = frozenset(
     {"PLONECELERY_ZEO_PORT", "PLONECELERY_HTTP_PORT", "PLONECELERY_BLOG_PORT"}
 )
 #: The demo source: a stand-in Ghost blog whose posts are imported into /news.
+DEMO_BLOG_MODULE = "collective.plonecelery.devtools.demo_blog"
 DEMO_SOURCE = "demo-blog"
 DEMO_FOLDER = "news"
 
@@ -94,7 +96,7 @@ def start_demo_blog(ctx: Context) -> Service:
     log_file = ctx.log_dir / "blog.log"
     print(f"Starting the demo blog on {ctx.blog_url} ...", flush=True)
     process = subprocess.Popen(
-        [sys.executable, "-m", "collective.plonecelery.demo.blog", "--port", str(ctx.blog_port)],
+        [sys.executable, "-m", DEMO_BLOG_MODULE, "--port", str(ctx.blog_port)],
         stdout=open(log_file, "ab"),  # noqa: SIM115 - the child keeps it
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -110,7 +112,7 @@ EXTRA_SERVICES: list[Callable[[Context], Service]] = [start_demo_blog]
 
 def configure_demo_source(ctx: Context) -> None:
     """Create the /news folder and the demo source through the REST API, once."""
-    from collective.plonecelery.demo import blog
+    from collective.plonecelery.devtools import demo_blog as blog
 
     api = f"http://{HOST}:{ctx.http_port}/{SITE_ID}/++api++"
     auth = (ADMIN_USER, ctx.admin_password)
@@ -135,7 +137,7 @@ def configure_demo_source(ctx: Context) -> None:
 
 def curl_line(ctx: Context) -> str:
     """A freshly signed Ghost webhook for the demo's published post."""
-    from collective.plonecelery.demo import blog
+    from collective.plonecelery.devtools import demo_blog as blog
 
     return blog.curl_line(
         plone_url=f"http://localhost:{ctx.http_port}/{SITE_ID}",
@@ -148,7 +150,7 @@ def check_webhook_import(ctx: Context, *, timeout: float = 120) -> str:
     """Post the signed webhook and wait until the worker has imported the post."""
     import shlex
 
-    from collective.plonecelery.demo import blog
+    from collective.plonecelery.devtools import demo_blog as blog
 
     args = shlex.split(curl_line(ctx))
     headers = dict(args[i + 1].split(": ", 1) for i, arg in enumerate(args) if arg == "-H")
@@ -199,8 +201,8 @@ def zope_environment(*, var_dir: Path, http_port: int) -> dict[str, str]:
         "CELERY_RESULT_BACKEND": f"db+sqlite:///{var_dir}/celery-results.sqlite",
         "PLONECELERY_SERVER_URL": f"http://localhost:{http_port}",
     }
-    for name, value in os.environ.items():
-        if name.startswith(("CELERY_", "PLONECELERY_")) and name not in OWN_VARIABLES:
+    for name, value in own_variables(os.environ).items():
+        if name not in OWN_VARIABLES:
             environment[name] = value
     return environment
 
@@ -416,7 +418,7 @@ def report_death(dead: Service) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m collective.plonecelery.devserver",
+        prog="python -m collective.plonecelery.devtools.devserver",
         description="Run ZEO, Plone with collective.plonecelery and a Celery worker "
         "from ./var and ./etc.",
     )

@@ -29,11 +29,12 @@ from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..app import app
+from ..config import settings_from_environ
+from ..outbox.records import ensure_outbox
+from ..worker.process import start_zope
+from ..zeo import forget_oids_on_reconnect
 from . import instance
-from .app import app
-from .config import settings_from_environ
-from .outbox import ensure_outbox
-from .zeo import forget_oids_on_reconnect
 
 
 class WorkerHarness:
@@ -89,12 +90,7 @@ class WorkerHarness:
         return self
 
     def _boot_zope_here(self) -> None:
-        import Zope2
-        from Zope2.Startup.run import configure_wsgi
-
-        configure_wsgi(str(self.zope_conf))
-        Zope2.startup_wsgi()
-        self.db = Zope2.DB
+        self.db = start_zope(str(self.zope_conf))
         forget_oids_on_reconnect(self.db)
         ensure_outbox(self.db)
         # zope.conf's <environment> section has just updated os.environ.

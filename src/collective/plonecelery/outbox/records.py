@@ -8,8 +8,8 @@ together: a message delivered twice runs once.
 
 A record still pending after a grace period (the broker was down at commit
 time, or the Plone process died between commit and send) is sent again by the
-relay, :func:`relay`, which every worker triggers periodically (a bootstep);
-a lease in the ZODB lets only one relay work at a time.
+relay (:mod:`.relay`). This module is the persistent store alone: it imports
+nothing of Celery.
 
 Structure, and why it does not make concurrent queuing conflict: the outbox
 lives in the ZODB root and holds one *shard* per queuing thread (host, process,
@@ -22,24 +22,16 @@ been idle for a while.
 
 from __future__ import annotations
 
-import logging
-import os
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import transaction
 from BTrees.OOBTree import OOBTree
-from celery import bootsteps
 from persistent import Persistent
 from ZODB.POSException import ConflictError
 
-from .app import app
-from .config import addon_settings
-
-logger = logging.getLogger("collective.plonecelery")
+from ..zodb import own_connection
+from ..zodb import writer_id
 
 ROOT_KEY = "collective.plonecelery.outbox"
 PENDING, DONE, FAILED = "pending", "done", "failed"
@@ -92,11 +84,6 @@ class RecordRef:
         return cls(shard=shard, created=float(created), task_id=task_id)
 
 
-def shard_id() -> str:
-    """The shard of the calling thread: host, process and thread."""
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
-
-
 def get_outbox(connection, *, create: bool = True) -> Outbox | None:
     """The outbox in the root of ``connection``'s database."""
     root = connection.root()
@@ -108,18 +95,15 @@ def get_outbox(connection, *, create: bool = True) -> Outbox | None:
 
 def ensure_outbox(db) -> None:
     """Create the outbox at start-up, so first uses never race to create it."""
-    tm = transaction.TransactionManager()
-    connection = db.open(transaction_manager=tm)
-    try:
+    with own_connection(db) as (connection, tm):
         tm.begin()
-        if connection.root().get(ROOT_KEY) is None:
-            get_outbox(connection)
+        if connection.root().get(ROOT_KEY) is not None:
+            return
+        get_outbox(connection)
+        try:
             tm.commit()
-    except ConflictError:
-        pass  # somebody else just created it
-    finally:
-        tm.abort()
-        connection.close()
+        except ConflictError:
+            pass  # somebody else just created it
 
 
 def on_database_opened(event) -> None:
@@ -143,7 +127,7 @@ def add(
     then (plus the grace period).
     """
     outbox = get_outbox(connection)
-    name = shard_id()
+    name = writer_id()
     shard = outbox.shards.get(name)
     if shard is None:
         shard = outbox.shards[name] = OOBTree()
@@ -234,101 +218,6 @@ def counts(connection) -> dict[str, int]:
     return result
 
 
-# -- the relay (runs in workers) -------------------------------------------
-
-
-def _take_lease(outbox: Outbox, *, owner: str, seconds: float, now: float) -> bool:
-    if outbox.lease_owner not in (None, owner) and outbox.lease_until > now:
-        return False
-    outbox.lease_owner = owner
-    outbox.lease_until = now + seconds
-    return True
-
-
-def relay(*, db, app, grace: float, retention: float, lease_seconds: float = 120.0) -> int:
-    """Send again what is still pending after ``grace`` seconds; sweep old records.
-
-    Returns how many messages were sent. Safe to call from several workers:
-    only the holder of the lease works.
-    """
-    from .dispatch import Message
-
-    owner = f"{shard_id()}:relay"
-    tm = transaction.TransactionManager()
-    connection = db.open(transaction_manager=tm)
-    try:
-        tm.begin()
-        now = time.time()
-        outbox = get_outbox(connection, create=False)
-        if outbox is None:
-            return 0
-        if not _take_lease(outbox, owner=owner, seconds=lease_seconds, now=now):
-            tm.abort()
-            return 0
-        try:
-            tm.commit()
-        except ConflictError:
-            # Another relay took the lease at the same moment.
-            tm.abort()
-            return 0
-        tm.begin()
-        sent = 0
-        for _, record in pending_records(outbox, older_than=now - grace):
-            task = app.tasks.get(record.task_name)
-            if task is None or not hasattr(task, "send_message"):
-                logger.error(
-                    "Outbox record %s names unknown task %r; left pending",
-                    record.task_id,
-                    record.task_name,
-                )
-                continue
-            state = app.AsyncResult(record.task_id).state
-            if state in ("SUCCESS", "FAILURE"):
-                # Read-only tasks leave their record pending (their result
-                # says they ran): close it here, many in one commit.
-                record.state = DONE if state == "SUCCESS" else FAILED
-                record.finished = time.time()
-                continue
-            if state != "PENDING":
-                # A worker has started it (task_track_started): a second copy
-                # would only do the same work and lose at commit.
-                continue
-            message = Message(
-                task=task,
-                task_id=record.task_id,
-                args=list(record.args),
-                kwargs=dict(record.kwargs),
-                options=_plain(record.options),
-            )
-            task.send_message(message)
-            record.attempts += 1
-            record.last_sent = time.time()
-            sent += 1
-        swept = sweep(outbox, now=now, retention=retention)
-        outbox.lease_owner = None
-        outbox.lease_until = 0.0
-        tm.commit()
-        if sent or swept:
-            logger.info("Outbox relay sent %d pending task(s), swept %d record(s)", sent, swept)
-        return sent
-    except ConflictError:
-        tm.abort()
-        logger.info("Outbox relay hit a conflict; the next run picks up where it left off")
-        return 0
-    finally:
-        tm.abort()
-        connection.close()
-
-
-def _plain(value):
-    # Persistent copies of dicts/lists come back as plain ones for kombu.
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    return value
-
-
 def sweep(outbox: Outbox, *, now: float, retention: float) -> int:
     """Remove finished records older than ``retention``.
 
@@ -348,43 +237,3 @@ def sweep(outbox: Outbox, *, now: float, retention: float) -> int:
                 del shard[key]
                 removed += 1
     return removed
-
-
-class OutboxRelayStep(bootsteps.StartStopStep):
-    """Worker bootstep: ask for a relay run every ``outbox_relay_interval`` s."""
-
-    requires = {"celery.worker.components:Timer"}
-
-    def __init__(self, worker, **kwargs):
-        self.settings = addon_settings()
-        self.timer_entry = None
-
-    def start(self, worker):
-        interval = self.settings.outbox_relay_interval
-        if interval > 0 and self.settings.outbox:
-            self.timer_entry = worker.timer.call_repeatedly(interval, self.tick, args=(interval,))
-
-    def tick(self, interval: float) -> None:
-        try:
-            relay_outbox.apply_async(expires=interval * 2, ignore_result=True)
-        except Exception:
-            logger.warning("Could not queue the outbox relay", exc_info=True)
-
-    def stop(self, worker):
-        if self.timer_entry is not None:
-            self.timer_entry.cancel()
-            self.timer_entry = None
-
-
-@app.task(name="collective.plonecelery.outbox.relay_outbox", ignore_result=True)
-def relay_outbox():
-    """Send outbox records that are still pending (runs in a worker)."""
-    from . import worker
-
-    settings = addon_settings()
-    return relay(
-        db=worker.get_db(),
-        app=app,
-        grace=settings.outbox_grace,
-        retention=settings.outbox_retention,
-    )

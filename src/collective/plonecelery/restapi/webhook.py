@@ -1,4 +1,4 @@
-"""HTTP side of blog webhooks: the anonymous webhook endpoint and the Manager-only REST API.
+"""The anonymous blog webhook endpoint: verify, deduplicate, queue the import, answer 202.
 
 Webhook endpoint (anonymous; the signature is the authentication)::
 
@@ -23,46 +23,33 @@ plone.rest dispatches services on the ``Accept`` header, and real senders (Ghost
 view answers whatever the Accept header, and under ``++api++`` plone.rest's traverser falls back
 to it when no service has the name.
 
-REST API (``cmf.ManagePortal``; secrets are write-only, shown as ``{"set": true/false}``)::
-
-    GET    @blog-sources                 {"items": [...]}
-    POST   @blog-sources                 201, the new source
-    GET    @blog-sources/{id}
-    PATCH  @blog-sources/{id}            200, the changed source (absent/empty secrets kept)
-    DELETE @blog-sources/{id}            204
-    POST   @blog-sources/{id}/test       202 {"task": id}: a worker fetches one post
-    GET    @blog-sources/{id}/test/{task}     {"state": "SUCCESS", "result": {"ok": ...}}
-    POST   @blog-sources/{id}/backfill   202 {"task": id}: a worker imports every post
-    GET    @blog-deliveries?source=...&limit=100   {"items": [...], "items_total": n,
-                                                    "log_size": entries in the log}
+The Manager services live beside it: :mod:`.sources` and :mod:`.deliveries`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from typing import Any
 from urllib.parse import parse_qs
 
 import transaction
 from plone.protect.interfaces import IDisableCSRFProtection
-from plone.restapi.deserializer import json_body
-from plone.restapi.services import Service
 from Products.Five.browser import BrowserView
 from zope.interface import alsoProvides
-from zope.interface import implementer
-from zope.publisher.interfaces import IPublishTraverse
 
-from collective.plonecelery.sources import storage
-from collective.plonecelery.sources.config import SourceConfig
-from collective.plonecelery.webhooks import deliveries
-from collective.plonecelery.webhooks import events
-from collective.plonecelery.webhooks import signatures
+from collective.plonecelery.blogs import deliveries
+from collective.plonecelery.blogs import storage
+from collective.plonecelery.blogs.config import SourceConfig
+from collective.plonecelery.blogs.verify import events
+from collective.plonecelery.blogs.verify import signatures
 
-logger = logging.getLogger("collective.plonecelery")
+from ..config import addon_settings
+from ..exceptions import ServiceError
+from .service import PathParams
 
-DEFAULT_MAX_BYTES = 1024 * 1024
+logger = logging.getLogger(__name__)
+
 _SIGNATURE_ERROR_TYPES = {
     "missing": "SignatureMissing",
     "invalid": "SignatureInvalid",
@@ -73,44 +60,13 @@ _SIGNATURE_ERROR_TYPES = {
 _WEBSUB_SCHEMES = ("websub", "none")
 
 
-class WebhookError(Exception):
-    """A request the endpoint refuses: ``status``, JSON ``type`` and ``message``."""
-
-    def __init__(self, status: int, type_: str, message: str):
-        super().__init__(message)
-        self.status = status
-        self.type = type_
-        self.message = message
-
-
 def max_body_bytes(environ=None) -> int:
     """The body size limit: ``PLONECELERY_WEBHOOK_MAX_BYTES`` or 1 MB.
 
     >>> max_body_bytes({"PLONECELERY_WEBHOOK_MAX_BYTES": "2048"})
     2048
     """
-    environ = os.environ if environ is None else environ
-    value = environ.get("PLONECELERY_WEBHOOK_MAX_BYTES", "")
-    if not value:
-        return DEFAULT_MAX_BYTES
-    try:
-        limit = int(value)
-    except ValueError:
-        raise ValueError(
-            f"PLONECELERY_WEBHOOK_MAX_BYTES={value!r} must be an integer number of bytes"
-        ) from None
-    if limit <= 0:
-        raise ValueError("PLONECELERY_WEBHOOK_MAX_BYTES must be positive")
-    return limit
-
-
-def webhook_urls(portal, source_id: str) -> dict[str, str]:
-    """The URLs a blog platform posts to for ``source_id`` (with and without ``++api++``)."""
-    base = portal.absolute_url()
-    return {
-        "api": f"{base}/++api++/@blog-webhook/{source_id}",
-        "plain": f"{base}/@blog-webhook/{source_id}",
-    }
+    return addon_settings(environ).webhook_max_bytes
 
 
 def request_headers(request) -> dict[str, str]:
@@ -125,7 +81,7 @@ def request_headers(request) -> dict[str, str]:
 
 
 def read_body(request, *, limit: int) -> bytes:
-    """The raw request body; ``WebhookError`` 413 if it is (or claims to be) over ``limit``."""
+    """The raw request body; ``ServiceError`` 413 if it is (or claims to be) over ``limit``."""
     declared = request.environ.get("CONTENT_LENGTH") or ""
     if declared.strip().isdigit() and int(declared) > limit:
         raise _too_large(limit)
@@ -144,8 +100,8 @@ def read_body(request, *, limit: int) -> bytes:
     return body
 
 
-def _too_large(limit: int) -> WebhookError:
-    return WebhookError(
+def _too_large(limit: int) -> ServiceError:
+    return ServiceError(
         413,
         "PayloadTooLarge",
         f"the body is larger than {limit} bytes (PLONECELERY_WEBHOOK_MAX_BYTES)",
@@ -156,19 +112,6 @@ def _query(request) -> dict[str, str]:
     # Only the query string: a form-encoded body must not supply (or hide) these values.
     parsed = parse_qs(request.environ.get("QUERY_STRING", ""), keep_blank_values=True)
     return {name: values[0] for name, values in parsed.items()}
-
-
-@implementer(IPublishTraverse)
-class PathParams:
-    """Mixin: the path segments after the view's name land in ``self.params``."""
-
-    def __init__(self, context, request):
-        super().__init__(context, request)
-        self.params: list[str] = []
-
-    def publishTraverse(self, request, name):
-        self.params.append(name)
-        return self
 
 
 class BlogWebhook(PathParams, BrowserView):
@@ -182,10 +125,10 @@ class BlogWebhook(PathParams, BrowserView):
                 return self._json(*self._receive(source_id))
             if method == "GET":
                 return self._verify_intent(source_id)
-            raise WebhookError(
+            raise ServiceError(
                 405, "MethodNotAllowed", "POST webhooks here (GET only for WebSub verification)"
             )
-        except WebhookError as exc:
+        except ServiceError as exc:
             # Whatever happened before the error is thrown away: nothing is written.
             transaction.doom()
             logger.warning(
@@ -216,7 +159,7 @@ class BlogWebhook(PathParams, BrowserView):
                 kind=config.kind, body=body, headers=headers, event_hint=query.get("event")
             )
         except events.MalformedPayload as exc:
-            raise WebhookError(400, "MalformedPayload", str(exc)) from None
+            raise ServiceError(400, "MalformedPayload", str(exc)) from None
         delivery_id = verified.delivery_id
         answer = {"delivery": delivery_id, "source": config.id, "event": note.event}
         status = "queued" if note.action else "ignored"
@@ -239,7 +182,7 @@ class BlogWebhook(PathParams, BrowserView):
         if note.action is None:
             logger.info("Ignored webhook event %r for source %r", note.event, config.id)
             return 202, {**answer, "ignored": True, "task": None}
-        from collective.plonecelery import importer
+        from collective.plonecelery.blogs import importer
 
         result = importer.queue_import(
             config, remote_id=note.remote_id, action=note.action, delivery_id=delivery_id
@@ -256,7 +199,7 @@ class BlogWebhook(PathParams, BrowserView):
         try:
             return storage.get_source(source_id)
         except storage.UnknownSource:
-            raise WebhookError(
+            raise ServiceError(
                 404, "UnknownSource", f"no blog source {source_id!r} here; check the webhook URL"
             ) from None
 
@@ -275,11 +218,11 @@ class BlogWebhook(PathParams, BrowserView):
                 # WooCommerce posts an unsigned 'webhook_id=<n>' ping when a webhook is
                 # created and wants a 2xx: answer it, write and queue nothing.
                 return None
-            raise WebhookError(401, _SIGNATURE_ERROR_TYPES[exc.reason], exc.message) from None
+            raise ServiceError(401, _SIGNATURE_ERROR_TYPES[exc.reason], exc.message) from None
         except ValueError as exc:
             # The source itself is unusable (e.g. an empty secret): a configuration error.
             logger.error("Blog source %r cannot verify webhooks: %s", config.id, exc)
-            raise WebhookError(
+            raise ServiceError(
                 500, "SourceMisconfigured", f"source {config.id!r} is misconfigured: {exc}"
             ) from None
 
@@ -289,7 +232,7 @@ class BlogWebhook(PathParams, BrowserView):
         query = _query(self.request)
         mode, topic = query.get("hub.mode", ""), query.get("hub.topic", "").strip()
         if config.scheme not in _WEBSUB_SCHEMES or topic != config.api_url:
-            raise WebhookError(
+            raise ServiceError(
                 404,
                 "NotSubscribed",
                 "no WebSub subscription for this topic on this source",
@@ -307,7 +250,7 @@ class BlogWebhook(PathParams, BrowserView):
             return ""
         challenge = query.get("hub.challenge", "")
         if mode not in ("subscribe", "unsubscribe") or not challenge:
-            raise WebhookError(
+            raise ServiceError(
                 404,
                 "NotSubscribed",
                 "a verification of intent needs hub.mode=subscribe|unsubscribe and hub.challenge",
@@ -331,178 +274,3 @@ def _is_woocommerce_ping(config: SourceConfig, body: bytes) -> bool:
     except events.MalformedPayload:
         return False
     return note.action is None and note.event == "ping"
-
-
-# -- REST API for Managers ------------------------------------------------------------------
-
-#: Keys GET adds to a source that are not fields: ignored when sent back.
-_READ_ONLY = ("@id", "webhook_urls")
-
-
-class ApiError(Exception):
-    """An error answer of the REST API."""
-
-    def __init__(self, status: int, type_: str, message: str):
-        super().__init__(message)
-        self.status = status
-        self.type = type_
-        self.message = message
-
-
-class _ManagerService(PathParams, Service):
-    """Base of the Manager services: path parameters, JSON errors with type and message."""
-
-    def reply(self):
-        try:
-            return self.handle()
-        except ApiError as exc:
-            error = exc
-        except storage.UnknownSource as exc:
-            error = ApiError(404, "NotFound", str(exc))
-        except ValueError as exc:
-            error = ApiError(400, "BadRequest", str(exc))
-        transaction.doom()
-        self.request.response.setStatus(error.status)
-        return {"type": error.type, "message": error.message}
-
-    def handle(self):
-        raise NotImplementedError
-
-    def source_data(self, config: SourceConfig) -> dict[str, Any]:
-        """What the API shows of a source: no secrets, plus its URLs."""
-        portal = self.context
-        data = config.to_dict()
-        data["@id"] = f"{portal.absolute_url()}/@blog-sources/{config.id}"
-        data["webhook_urls"] = webhook_urls(portal, config.id)
-        return data
-
-    def expect_params(self, *counts: int) -> None:
-        if len(self.params) not in counts:
-            raise ApiError(
-                404, "NotFound", f"unknown path /{'/'.join(self.params)} under this service"
-            )
-
-    def write_request(self) -> None:
-        alsoProvides(self.request, IDisableCSRFProtection)
-
-    def body(self) -> dict[str, Any]:
-        """The JSON body, without the read-only keys GET adds (so GET output can be sent back)."""
-        try:
-            data = json_body(self.request)
-        except Exception as exc:  # plone.restapi raises DeserializationError
-            raise ApiError(400, "BadRequest", f"the body must be a JSON object: {exc}") from None
-        return {key: value for key, value in data.items() if key not in _READ_ONLY}
-
-
-class SourcesGet(_ManagerService):
-    """``GET @blog-sources``, ``GET @blog-sources/{id}``, ``GET @blog-sources/{id}/test/{task}``."""
-
-    def handle(self):
-        self.expect_params(0, 1, 3)
-        if len(self.params) == 3:
-            return self.test_result(*self.params)
-        if self.params:
-            return self.source_data(storage.get_source(self.params[0], portal=self.context))
-        items = [self.source_data(config) for config in storage.list_sources(portal=self.context)]
-        return {
-            "@id": f"{self.context.absolute_url()}/@blog-sources",
-            "items": items,
-            "items_total": len(items),
-        }
-
-    def test_result(self, source_id: str, action: str, task_id: str) -> dict[str, Any]:
-        """The state (and, once done, the result) of a ``test`` task of this source."""
-        from collective.plonecelery import importer
-
-        storage.get_source(source_id, portal=self.context)
-        if action != "test":
-            raise ApiError(404, "NotFound", f"unknown path /{action}; use /test/<task id>")
-        result = importer.test_source.AsyncResult(task_id)
-        # With result_extended (our default) the backend knows the task's name and args:
-        # only answer for tests of this very source.
-        name, args = getattr(result, "name", None), getattr(result, "args", None)
-        if name is not None and (
-            name != importer.test_source.name or list(args or []) != [source_id]
-        ):
-            raise ApiError(404, "NotFound", f"task {task_id!r} is not a test of {source_id!r}")
-        answer = {"task": task_id, "source": source_id, "state": result.state, "result": None}
-        if result.successful():
-            answer["result"] = result.result
-        elif result.failed():
-            answer["result"] = {
-                "ok": False,
-                "error": f"{type(result.result).__name__}: {result.result}",
-            }
-        return answer
-
-
-class SourcesPost(_ManagerService):
-    """``POST @blog-sources`` (add) and ``POST @blog-sources/{id}/test|backfill`` (actions)."""
-
-    def handle(self):
-        self.write_request()
-        if len(self.params) == 2:
-            return self.action(*self.params)
-        self.expect_params(0)
-        config = storage.config_from_data(self.body())
-        storage.add_source(config, portal=self.context)
-        self.request.response.setStatus(201)
-        data = self.source_data(config)
-        self.request.response.setHeader("Location", data["@id"])
-        return data
-
-    def action(self, source_id: str, name: str):
-        from collective.plonecelery import importer
-
-        config = storage.get_source(source_id, portal=self.context)
-        if name == "test":
-            result = importer.test_source.delay(config.id)
-        elif name == "backfill":
-            result = importer.queue_backfill(config)
-        else:
-            raise ApiError(404, "NotFound", f"unknown action {name!r}; use test or backfill")
-        self.request.response.setStatus(202)
-        return {"task": result.id, "source": config.id, "action": name}
-
-
-class SourcesPatch(_ManagerService):
-    """``PATCH @blog-sources/{id}``."""
-
-    def handle(self):
-        self.write_request()
-        self.expect_params(1)
-        config = storage.update_source(self.params[0], self.body(), portal=self.context)
-        return self.source_data(config)
-
-
-class SourcesDelete(_ManagerService):
-    """``DELETE @blog-sources/{id}``."""
-
-    def handle(self):
-        self.write_request()
-        self.expect_params(1)
-        storage.remove_source(self.params[0], portal=self.context)
-        return self.reply_no_content()
-
-
-class DeliveriesGet(_ManagerService):
-    """``GET @blog-deliveries?source=...&limit=...``: the delivery log, newest first."""
-
-    def handle(self):
-        self.expect_params(0)
-        source_id = self.request.form.get("source") or None
-        if source_id:
-            storage.get_source(source_id, portal=self.context)  # 404 for an unknown source
-        try:
-            limit = int(self.request.form.get("limit", 100))
-        except (TypeError, ValueError):
-            raise ApiError(400, "BadRequest", "limit must be an integer") from None
-        items = deliveries.list_deliveries(
-            source_id=source_id, limit=max(0, min(limit, 1000)), portal=self.context
-        )
-        return {
-            "@id": f"{self.context.absolute_url()}/@blog-deliveries",
-            "items": items,
-            "items_total": len(items),
-            "log_size": deliveries.count(portal=self.context),
-        }

@@ -1,20 +1,11 @@
-"""The worker side: Zope booted once, one ZODB per process, a Zope world per task.
+"""One task's Zope world: connection, transaction, request, site and user.
 
-* :func:`boot_zope` loads ``zope.conf`` and ZCML in the Celery main process,
-  then closes the database again: ZEO client storages hold sockets and threads
-  that must never be shared across a fork.
-* :func:`get_db` opens the database lazily in whichever process runs tasks
-  (a prefork child after the fork, or the main process for ``solo`` and
-  ``threads`` pools) and reopens it if the process id changed.
-* :func:`zope_environment` gives one task its own connection, transaction,
-  request, site and user, and cleans all of it up afterwards.
+:func:`zope_environment` gives one task all of these and cleans all of it up
+afterwards; the database comes from :func:`.process.get_db`.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,21 +14,9 @@ from urllib.parse import urlsplit
 import transaction
 from AccessControl.users import UnrestrictedUser
 
-from .zeo import forget_oids_on_reconnect
-from .zeo import warn_without_server_sync
-
-logger = logging.getLogger("collective.plonecelery")
-
-ENVIRONMENT_PREFIXES = ("CELERY_", "PLONECELERY_")
-
-_state = threading.Lock()
-_db = None
-_db_pid: int | None = None
-_booted_conf: str | None = None
-
-# Eager mode runs a task in a helper thread of the Plone process, against the
-# database of the connection that queued it rather than a worker's own.
-_eager = threading.local()
+from ..exceptions import UnknownUser
+from ..internals import mark_traversed
+from .process import get_db
 
 
 class TaskAdmin(UnrestrictedUser):
@@ -46,110 +25,6 @@ class TaskAdmin(UnrestrictedUser):
 
     def getId(self):
         return self.getUserName()
-
-
-class UnknownUser(LookupError):
-    """The user a task should run as does not exist (any more)."""
-
-
-def boot_zope(zope_conf: str) -> None:
-    """Configure Zope from ``zope_conf`` and load ZCML, once per process tree.
-
-    >>> boot_zope("etc/zope.conf")  # doctest: +SKIP
-    """
-    global _booted_conf
-    if _booted_conf is not None:
-        return
-    if not os.path.isfile(zope_conf):
-        raise FileNotFoundError(
-            f"Zope configuration {zope_conf!r} not found: pass --zope-conf "
-            "or set ZOPE_CONF to your instance's zope.conf."
-        )
-    import Zope2
-    from Zope2.Startup.run import configure_wsgi
-
-    # The process environment wins over zope.conf's <environment> section,
-    # so one zope.conf can serve hosts that differ in a setting or two.
-    overrides = {
-        key: value for key, value in os.environ.items() if key.startswith(ENVIRONMENT_PREFIXES)
-    }
-    configure_wsgi(zope_conf)
-    os.environ.update(overrides)
-    Zope2.startup_wsgi()
-    _booted_conf = zope_conf
-    close_db()
-    # Zope opened the root database for its start-up; close it so no ZEO
-    # connection is inherited by forked pool processes.
-    Zope2.DB.close()
-    _forget_zope_databases()
-    logger.info("Zope configured from %s; ZODB closed until a task needs it", zope_conf)
-
-
-def _forget_zope_databases() -> None:
-    from App.config import getConfiguration
-
-    dbtab = getattr(getConfiguration(), "dbtab", None)
-    if dbtab is not None:
-        dbtab.databases.clear()
-
-
-def open_db():
-    """Open the root database configured in ``zope.conf`` for this process."""
-    global _db, _db_pid
-    import Zope2
-    from App.config import getConfiguration
-
-    from .outbox import ensure_outbox
-
-    with _state:
-        if _db is not None and _db_pid == os.getpid():
-            return _db
-        dbtab = getConfiguration().dbtab
-        dbtab.databases.clear()
-        _db = dbtab.getDatabase("/", is_root=1)
-        _db_pid = os.getpid()
-        forget_oids_on_reconnect(_db)
-        warn_without_server_sync(_db)
-        ensure_outbox(_db)
-        Zope2.DB = _db
-        logger.info("Opened the ZODB in process %s", _db_pid)
-        return _db
-
-
-def close_db() -> None:
-    """Close this process's database (``worker_process_shutdown``)."""
-    global _db, _db_pid
-    with _state:
-        if _db is not None and _db_pid == os.getpid():
-            _db.close()
-            logger.info("Closed the ZODB in process %s", _db_pid)
-        _db = None
-        _db_pid = None
-
-
-def get_db():
-    """The database tasks of this thread run against."""
-    db = getattr(_eager, "db", None)
-    if db is not None:
-        return db
-    if _db is not None and _db_pid == os.getpid():
-        return _db
-    if _booted_conf is None:
-        raise RuntimeError(
-            "Zope is not configured in this process: start workers with "
-            "'plonecelery --zope-conf etc/zope.conf worker' or set ZOPE_CONF."
-        )
-    return open_db()
-
-
-@contextmanager
-def use_database(db) -> Iterator[None]:
-    """Run tasks of this thread against ``db`` (eager mode, test clients)."""
-    _eager.db = db
-    try:
-        yield
-    finally:
-        _eager.db = None
 
 
 def make_request(app, server_url: str):
@@ -177,7 +52,7 @@ def make_request(app, server_url: str):
     if https:
         environ["HTTPS"] = "on"
     request = HTTPRequest(BytesIO(), environ, HTTPResponse(stdout=BytesIO()))
-    request._steps = ["noobject"]
+    mark_traversed(request)
     request.setServerURL(
         protocol=parts.scheme or "http", hostname=environ["SERVER_NAME"], port=port
     )

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from collective.plonecelery.sources import feed
+    from collective.plonecelery.blogs.readers import feed
 
     posts, _ = feed.list_posts(config)                   # every entry; never a next page
     post = feed.fetch_post(config, "tag:blog,2024:42")   # by entry id (or link); PostGone if absent
@@ -27,17 +27,17 @@ from urllib.parse import urljoin
 import feedparser
 import httpx
 
-from collective.plonecelery.sources.config import SourceConfig
-from collective.plonecelery.sources.http import fetch
-from collective.plonecelery.sources.http import json_body
-from collective.plonecelery.sources.remote import FetchError
-from collective.plonecelery.sources.remote import PostGone
-from collective.plonecelery.sources.remote import RemotePost
-from collective.plonecelery.sources.remote import author_names
-from collective.plonecelery.sources.remote import connection_summary
-from collective.plonecelery.sources.remote import utc_datetime
-from collective.plonecelery.sources.sanitize import clean_html
-from collective.plonecelery.sources.sanitize import html_to_text
+from collective.plonecelery.blogs.config import SourceConfig
+from collective.plonecelery.blogs.readers.http import fetch
+from collective.plonecelery.blogs.readers.http import json_body
+from collective.plonecelery.blogs.readers.remote import RemotePost
+from collective.plonecelery.blogs.readers.remote import author_names
+from collective.plonecelery.blogs.readers.remote import connection_summary
+from collective.plonecelery.blogs.readers.remote import utc_datetime
+from collective.plonecelery.blogs.readers.sanitize import clean_html
+from collective.plonecelery.blogs.readers.sanitize import html_to_text
+from collective.plonecelery.exceptions import FetchError
+from collective.plonecelery.exceptions import PostGone
 
 EXCERPT_LENGTH = 300
 _ACCEPT = (

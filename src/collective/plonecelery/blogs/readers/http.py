@@ -2,14 +2,14 @@
 
 Usage::
 
-    from collective.plonecelery.sources.http import fetch
+    from collective.plonecelery.blogs.readers.http import fetch
 
     response = fetch("https://blog.example.org/ghost/api/content/posts/?key=...",
                      allowed_hosts={"blog.example.org"})
     response.json()
 
-Guards (all failures raise :class:`~collective.plonecelery.sources.remote.FetchError` or
-:class:`~collective.plonecelery.sources.remote.PostGone`):
+Guards (all failures raise :class:`~collective.plonecelery.blogs.readers.remote.FetchError` or
+:class:`~collective.plonecelery.blogs.readers.remote.PostGone`):
 
 * only http(s) URLs whose host is in ``allowed_hosts``;
 * the host is resolved once, every address must be public (unless ``allow_private``), and the
@@ -36,8 +36,8 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-from collective.plonecelery.sources.remote import FetchError
-from collective.plonecelery.sources.remote import PostGone
+from collective.plonecelery.exceptions import FetchError
+from collective.plonecelery.exceptions import PostGone
 
 USER_AGENT = "collective.plonecelery (blog import)"
 DEFAULT_TIMEOUT = httpx.Timeout(10, connect=5)

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from collective.plonecelery.sources.remote import FetchError, PostGone
+    from collective.plonecelery.blogs.readers.remote import FetchError, PostGone
 
     try:
         post = ghost.fetch_post(config, remote_id)
@@ -45,36 +45,6 @@ class RemotePost:
     authors: list[str] = field(default_factory=list)  # display names only, never e-mail addresses
     image_url: str | None = None
     status: str = "published"  # 'published' or the platform's own status word
-
-
-class FetchError(Exception):
-    """Reading from the blog failed.
-
-    ``retryable`` says whether trying again later may succeed (network trouble, 5xx, 429);
-    ``retry_after`` is the delay in seconds the server asked for, if any; ``status`` the HTTP
-    status, if a response arrived.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        retryable: bool = False,
-        retry_after: float | None = None,
-        status: int | None = None,
-    ):
-        super().__init__(message)
-        self.retryable = retryable
-        self.retry_after = retry_after
-        self.status = status
-
-
-class PostGone(Exception):
-    """The API answered 404/410 for the post: treat it as unpublished or deleted."""
-
-    def __init__(self, message: str, *, status: int = 404):
-        super().__init__(message)
-        self.status = status
 
 
 def utc_datetime(value: str | None, *, assume_utc: bool = False) -> datetime | None:

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from collective.plonecelery.sources.sanitize import clean_html, html_to_text
+    from collective.plonecelery.blogs.readers.sanitize import clean_html, html_to_text
 
     clean_html('<p onclick="x()">Hi<script>evil()</script></p>')   # '<p>Hi</p>'
     clean_html(html, iframe_hosts={"www.youtube.com"})            # keep https YouTube embeds only

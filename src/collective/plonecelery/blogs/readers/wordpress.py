@@ -2,7 +2,7 @@
 
 Usage::
 
-    from collective.plonecelery.sources import wordpress
+    from collective.plonecelery.blogs.readers import wordpress
 
     post = wordpress.fetch_post(config, "4")            # PostGone when deleted or not public
     posts, next_page = wordpress.list_posts(config, page=1)
@@ -21,17 +21,17 @@ from urllib.parse import urljoin
 
 import httpx
 
-from collective.plonecelery.sources.config import SourceConfig
-from collective.plonecelery.sources.http import fetch
-from collective.plonecelery.sources.http import json_body
-from collective.plonecelery.sources.remote import FetchError
-from collective.plonecelery.sources.remote import PostGone
-from collective.plonecelery.sources.remote import RemotePost
-from collective.plonecelery.sources.remote import author_names
-from collective.plonecelery.sources.remote import connection_summary
-from collective.plonecelery.sources.remote import utc_datetime
-from collective.plonecelery.sources.sanitize import clean_html
-from collective.plonecelery.sources.sanitize import html_to_text
+from collective.plonecelery.blogs.config import SourceConfig
+from collective.plonecelery.blogs.readers.http import fetch
+from collective.plonecelery.blogs.readers.http import json_body
+from collective.plonecelery.blogs.readers.remote import RemotePost
+from collective.plonecelery.blogs.readers.remote import author_names
+from collective.plonecelery.blogs.readers.remote import connection_summary
+from collective.plonecelery.blogs.readers.remote import utc_datetime
+from collective.plonecelery.blogs.readers.sanitize import clean_html
+from collective.plonecelery.blogs.readers.sanitize import html_to_text
+from collective.plonecelery.exceptions import FetchError
+from collective.plonecelery.exceptions import PostGone
 
 PAGE_SIZE = 20
 

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from collective.plonecelery.webhooks.events import parse_notification
+    from collective.plonecelery.blogs.verify.events import parse_notification
 
     note = parse_notification(
         kind="ghost", body=raw_body, headers=headers, event_hint="post.published"
@@ -28,6 +28,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from ...exceptions import MalformedPayload
 
 KINDS = ("ghost", "wordpress", "feed", "standard-webhooks")
 
@@ -57,10 +59,6 @@ class Notification:
     remote_id: str | None
     #: The platform's event name as received (``''`` when the sender gave none).
     event: str
-
-
-class MalformedPayload(ValueError):
-    """The body is not JSON, or not shaped like the platform's webhook payload."""
 
 
 def parse_notification(

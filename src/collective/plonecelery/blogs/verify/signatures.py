@@ -2,7 +2,7 @@
 
 Usage::
 
-    from collective.plonecelery.webhooks.signatures import SignatureError, verify
+    from collective.plonecelery.blogs.verify.signatures import SignatureError, verify
 
     try:
         verified = verify(scheme="ghost", secret=secret, body=raw_body, headers=request_headers)
@@ -31,8 +31,9 @@ from datetime import datetime
 from standardwebhooks.webhooks import EmptyWebhookSecretError
 from standardwebhooks.webhooks import Webhook
 
+from ...exceptions import SignatureError
+
 SCHEMES = ("ghost", "standard-webhooks", "hmac-sha256-base64", "websub", "github", "none")
-REASONS = ("missing", "invalid", "stale", "malformed")
 
 #: Signature header each scheme reads (and :func:`sign` writes) unless ``header_name`` overrides it.
 DEFAULT_HEADERS = {
@@ -52,21 +53,6 @@ _WEBSUB_METHODS = {
     "sha512": hashlib.sha512,
 }
 _MAX_MESSAGE_ID_LENGTH = 256
-
-
-class SignatureError(Exception):
-    """A webhook failed verification.
-
-    ``reason`` is one of ``'missing'``, ``'invalid'``, ``'stale'``, ``'malformed'``; ``message``
-    is human-readable text and never contains the secret or the expected signature.
-    """
-
-    def __init__(self, reason: str, message: str):
-        if reason not in REASONS:
-            raise ValueError(f"unknown SignatureError reason {reason!r}; use one of {REASONS}")
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Blog sources: settings, verification, readers, the importer, the delivery log."""

@@ -1,0 +1,1 @@
+"""Reading posts from the platforms (the only code that talks to the Internet)."""

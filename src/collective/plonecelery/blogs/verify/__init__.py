@@ -1,0 +1,1 @@
+"""Verifying webhooks: signatures and events, pure functions over the raw request."""

@@ -1,0 +1,1 @@
+"""Tooling, not runtime: the dev server, instance helpers, the test harness, the demo blog."""

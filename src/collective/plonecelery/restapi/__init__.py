@@ -1,0 +1,1 @@
+"""The plone.restapi services and the webhook endpoint."""

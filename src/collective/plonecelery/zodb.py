@@ -1,0 +1,54 @@
+"""ZODB helpers shared by the outbox, the dead letters and the blog delivery log."""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import transaction
+
+
+@contextmanager
+def own_connection(db) -> Iterator[tuple]:
+    """A connection of ``db`` with a transaction manager of its own.
+
+    Yields ``(connection, transaction_manager)``: work done here commits apart
+    from the calling thread's current transaction (a relay run, a dead letter
+    written after the task's own transaction was aborted). Whatever is not
+    committed is aborted on the way out.
+
+    >>> with own_connection(db) as (connection, tm):  # doctest: +SKIP
+    ...     tm.begin()
+    ...     connection.root()["x"] = 1
+    ...     tm.commit()
+    """
+    tm = transaction.TransactionManager()
+    connection = db.open(transaction_manager=tm)
+    try:
+        yield connection, tm
+    finally:
+        tm.abort()
+        connection.close()
+
+
+def writer_id() -> str:
+    """Host, process and thread of the caller.
+
+    Structures written by many Zope threads at once keep one shard per writer, so
+    that two threads never change the same object and never conflict.
+    """
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+@functools.cache
+def retryable_errors() -> tuple[type[BaseException], ...]:
+    """Errors after which a task is simply run again in a fresh transaction:
+    write conflicts, and a ZEO server that went away (the client reconnects)."""
+    from ZEO.Exceptions import ClientDisconnected
+    from ZODB.POSException import ConflictError
+
+    return (ConflictError, ClientDisconnected)
