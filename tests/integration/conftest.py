@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -141,3 +142,19 @@ def delete_queue(broker_url: str, name: str) -> None:
 def plone_http(harness):
     """A real Plone WSGI instance (waitress) on the harness's ZEO; yields its base URL."""
     return harness.start_http()
+
+
+def plonecelery_cli(harness, *args) -> str:
+    """Run ``plonecelery --zope-conf <the harness's zope.conf> ARGS``; its stdout."""
+    from collective.plonecelery.devtools.instance import bin_path
+
+    env = {**os.environ, **harness.environment, **harness.worker_env}
+    completed = subprocess.run(
+        [str(bin_path("plonecelery")), "--zope-conf", str(harness.zope_conf), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed.stdout

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -19,11 +18,11 @@ import pytest
 import sample_tasks
 import transaction
 from conftest import BROKER
+from conftest import plonecelery_cli
 from ZODB.POSException import ConflictError
 
 from collective.plonecelery import deadletters
 from collective.plonecelery.devtools import instance
-from collective.plonecelery.devtools.instance import bin_path
 from collective.plonecelery.dispatch import Message
 from collective.plonecelery.dispatch import PendingMessages
 from collective.plonecelery.outbox import records as outbox
@@ -156,19 +155,6 @@ def test_zeo_restart_while_tasks_run(harness):
     assert wait_all(results) == wanted
     assert set(run_counts(harness, wanted).values()) == {1}
     assert harness.worker.pid == worker_pid and harness.worker.poll() is None
-
-
-def plonecelery_cli(harness, *args) -> str:
-    env = {**os.environ, **harness.environment, **harness.worker_env}
-    completed = subprocess.run(
-        [str(bin_path("plonecelery")), "--zope-conf", str(harness.zope_conf), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return completed.stdout
 
 
 def test_failing_task_ends_as_one_dead_letter_and_retry_reruns_it(harness):

@@ -411,7 +411,9 @@ def test_errors_are_logged_without_the_secret(app, portal, caplog):
     headers = sign(scheme="ghost", secret="wrong", body=GHOST_BODY)
     with caplog.at_level("WARNING", logger="collective.plonecelery"):
         post(app, "/plone/@blog-webhook/ghost", GHOST_BODY, headers, status=401)
-    messages = [r.getMessage() for r in caplog.records if r.name.startswith("collective.plonecelery")]
+    messages = [
+        r.getMessage() for r in caplog.records if r.name.startswith("collective.plonecelery")
+    ]
     assert any("401 SignatureInvalid" in message and "'ghost'" in message for message in messages)
     assert not any(GHOST_SECRET in message for message in messages)
 

@@ -33,6 +33,7 @@ from persistent.mapping import PersistentMapping
 from zope.annotation.interfaces import IAnnotations
 
 from ..exceptions import UnknownSource
+from . import deliveries
 from .config import SECRET_FIELDS
 from .config import SourceConfig
 
@@ -95,8 +96,6 @@ def add_source(config: SourceConfig, *, portal=None) -> SourceConfig:
     _grant(target, config.import_user)
     # The delivery log is created here, by a Manager, rather than by the first (concurrent,
     # anonymous) webhooks, which would all conflict on creating it.
-    from collective.plonecelery.blogs import deliveries
-
     deliveries.ensure_log(portal=portal)
     return config
 

@@ -136,8 +136,8 @@ class WorkerHarness:
 
         Commit inside to queue tasks; anything uncommitted is aborted.
         """
-        from .worker import use_database
-        from .worker import zope_environment
+        from ..worker.process import use_database
+        from ..worker.environment import zope_environment
 
         with (
             use_database(self.db),

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from collective.plonecelery.blogs.readers.remote import FetchError, PostGone
+    from collective.plonecelery.exceptions import FetchError, PostGone
 
     try:
         post = ghost.fetch_post(config, remote_id)
