@@ -20,7 +20,7 @@ run: install
 	$(BIN)/python -m collective.plonecelery.devtools.devserver
 
 ## Install and run the whole test suite (unit tests, then integration tests on every broker).
-test: install
+test: lint
 	$(BIN)/python -m pytest tests/unit -p no:cacheprovider
 	PLONECELERY_TEST_BROKER=sqlite $(BIN)/python -m pytest tests/integration -p no:cacheprovider
 	PLONECELERY_TEST_BROKER=redis $(BIN)/python -m pytest tests/integration -p no:cacheprovider
@@ -29,9 +29,11 @@ test: install
 test-unit: install
 	$(BIN)/python -m pytest tests/unit -p no:cacheprovider
 
+## ruff, and the import contracts of .importlinter (the layers of docs/architecture.rst)
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff check --fix src tests benchmarks

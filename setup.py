@@ -52,6 +52,7 @@ setup(
             "pytest-timeout",
             "zope.pytestlayer",
             "ruff",
+            "import-linter",
         ],
         "docs": ["Sphinx"],
     },

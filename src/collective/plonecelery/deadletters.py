@@ -24,6 +24,7 @@ from .dispatch import HEADER
 from .dispatch import Message
 from .outbox import records as outbox
 from .zodb import own_connection
+from .zodb import root_object
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +68,7 @@ class DeadLetter(Persistent):
 
 
 def _letters(connection, *, create: bool = False) -> OOBTree | None:
-    root = connection.root()
-    letters = root.get(ROOT_KEY)
-    if letters is None and create:
-        letters = root[ROOT_KEY] = OOBTree()
-    return letters
+    return root_object(connection, ROOT_KEY, OOBTree, create=create)
 
 
 def add(connection, letter: DeadLetter) -> None:

@@ -35,6 +35,16 @@ def own_connection(db) -> Iterator[tuple]:
         connection.close()
 
 
+def root_object(connection, key: str, factory, *, create: bool):
+    """The object under ``key`` in the database root; made with ``factory()`` if
+    missing and ``create``, else None."""
+    root = connection.root()
+    obj = root.get(key)
+    if obj is None and create:
+        obj = root[key] = factory()
+    return obj
+
+
 def writer_id() -> str:
     """Host, process and thread of the caller.
 

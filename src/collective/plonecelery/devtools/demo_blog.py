@@ -26,6 +26,9 @@ What it serves (only what the importer reads):
 * demo controls, no key (loopback only): ``GET /demo/posts`` lists every post with its
   status, ``POST /demo/posts/{id}/publish`` and ``/unpublish``, ``POST /demo/posts/{id}`` with
   a JSON object of fields to change (title, html, custom_excerpt, tags).
+
+(Over 400 lines on purpose: a self-contained stand-in blog, its sample posts, HTTP handler
+and command line in one file, so that it runs as ``python -m`` anywhere.)
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ broker and result backend are SQLite files in ``var/`` unless
 RabbitMQ URL); every other ``CELERY_*`` and ``PLONECELERY_*`` variable is passed
 on to Zope and the worker as well. Ports: ``PLONECELERY_ZEO_PORT`` (8100) and
 ``PLONECELERY_HTTP_PORT`` (8080).
+
+(Over 400 lines on purpose: it is one command, start-up to shut-down, read top to bottom;
+the parts it drives live in :mod:`.instance`.)
 """
 
 from __future__ import annotations

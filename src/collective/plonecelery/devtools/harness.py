@@ -136,8 +136,8 @@ class WorkerHarness:
 
         Commit inside to queue tasks; anything uncommitted is aborted.
         """
-        from ..worker.process import use_database
         from ..worker.environment import zope_environment
+        from ..worker.process import use_database
 
         with (
             use_database(self.db),

@@ -31,6 +31,7 @@ from persistent import Persistent
 from ZODB.POSException import ConflictError
 
 from ..zodb import own_connection
+from ..zodb import root_object
 from ..zodb import writer_id
 
 ROOT_KEY = "collective.plonecelery.outbox"
@@ -86,11 +87,7 @@ class RecordRef:
 
 def get_outbox(connection, *, create: bool = True) -> Outbox | None:
     """The outbox in the root of ``connection``'s database."""
-    root = connection.root()
-    outbox = root.get(ROOT_KEY)
-    if outbox is None and create:
-        outbox = root[ROOT_KEY] = Outbox()
-    return outbox
+    return root_object(connection, ROOT_KEY, Outbox, create=create)
 
 
 def ensure_outbox(db) -> None:
