@@ -132,3 +132,26 @@ def test_tls_options_as_json_with_ssl_constants():
 def test_pickle_results_are_refused_too():
     with pytest.raises(ConfigurationError, match="pickle"):
         settings_from_environ({"CELERY_RESULT_ACCEPT_CONTENT": "json,pickle"})
+
+
+@pytest.mark.parametrize(
+    "variable,value",
+    [
+        ("PLONECELERY_IMPORT_BACKOFF", "soon"),
+        ("PLONECELERY_WEBHOOK_MAX_BYTES", "1MB"),
+        ("PLONECELERY_WEBHOOK_MAX_BYTES", "-5"),
+        ("PLONECELERY_DELIVERY_RETENTION_DAYS", "0"),
+        ("PLONECELERY_DELIVERY_MAX_ENTRIES", "lots"),
+    ],
+)
+def test_blog_settings_are_checked_with_the_others(variable, value):
+    with pytest.raises(ConfigurationError, match=variable):
+        addon_settings({variable: value})
+
+
+def test_blog_settings_defaults():
+    settings = addon_settings({})
+    assert settings.import_backoff == 30.0
+    assert settings.webhook_max_bytes == 1024 * 1024
+    assert settings.delivery_retention_days == 7.0
+    assert settings.delivery_max_entries == 10_000

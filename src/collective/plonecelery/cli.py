@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     zope_conf = os.path.abspath(options.zope_conf)
     os.environ["ZOPE_CONF"] = zope_conf
+    from .config import addon_settings
     from .config import settings_from_environ
     from .exceptions import ConfigurationError
     from .worker.process import boot_zope
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     boot_zope(zope_conf)
     try:
         settings_from_environ()
+        addon_settings()
     except ConfigurationError as exc:
         print(f"plonecelery: {exc}", file=sys.stderr)
         return 2
