@@ -20,6 +20,7 @@ from celery import Celery
 
 from .config import addon_settings
 from .config import settings_from_environ
+from .results import OVERRIDES
 from .signing import apply_signing
 from .signing import signing_requested
 from .worker.process import boot_zope_from_environ
@@ -59,6 +60,7 @@ class EnvironmentSettings(Mapping):
             boot_zope_from_environ()
             settings = settings_from_environ()
             settings["imports"] = tuple(settings.get("imports") or ()) + task_modules()
+            settings["override_backends"] = OVERRIDES
             if signing_requested(settings):
                 apply_signing(settings)
             self._settings = settings
