@@ -2,10 +2,10 @@
 
 Celery's Redis backend subscribes the sending process to the result channel of every
 task it sends (``on_task_call``), so that a later ``.get()`` cannot miss the result.
-A Plone instance sends many tasks and waits for almost none: the subscriptions grow
-without bound and each send pays a round trip. This backend subscribes in ``.get()``
-instead, then reads the stored result once, so a result that arrived before the
-subscription is not missed.
+A Plone instance sends many tasks and waits for almost none,
+and each send pays a subscribe and, when its result object is collected, an unsubscribe.
+This backend leaves the subscribing to ``.get()``, which Celery does as it starts to wait,
+after reading the stored result (so a result stored before is not missed).
 
 ``app.py`` selects it for ``redis://`` and ``rediss://`` result backends of the add-on's
 own app (Celery's ``override_backends`` setting); other Celery apps in the process keep
@@ -23,17 +23,6 @@ OVERRIDES = {
 }
 
 
-class ResultConsumer(redis.ResultConsumer):
-    def consume_from(self, task_id):
-        super().consume_from(task_id)
-        # Subscribed when the waiting starts: the result may be stored already.
-        meta = self.backend.client.get(self._get_key_for_task(task_id))
-        if meta:
-            self.on_state_change(self._decode_result(meta), None)
-
-
 class RedisBackend(redis.RedisBackend):
-    ResultConsumer = ResultConsumer
-
     def on_task_call(self, producer, task_id):
-        """Sending subscribes to nothing: ``.get()`` does (see :class:`ResultConsumer`)."""
+        """Sending subscribes to nothing: ``.get()`` subscribes when it waits."""
