@@ -58,6 +58,7 @@ from collective.plonecelery.sources import storage
 from collective.plonecelery.sources.config import SourceConfig
 from collective.plonecelery.webhooks import deliveries
 from collective.plonecelery.webhooks import events
+from collective.plonecelery.webhooks import guard
 from collective.plonecelery.webhooks import signatures
 
 logger = logging.getLogger("collective.plonecelery")
@@ -121,6 +122,8 @@ def request_headers(request) -> dict[str, str]:
             headers[key[5:].replace("_", "-").lower()] = value
         elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
             headers[key.replace("_", "-").lower()] = value
+    if "content-type" in headers:
+        headers["content-type"] = guard.content_type(request.environ)
     return headers
 
 
@@ -324,13 +327,8 @@ class BlogWebhook(PathParams, BrowserView):
 
 
 def _is_woocommerce_ping(config: SourceConfig, body: bytes) -> bool:
-    if config.kind != "wordpress":
-        return False
-    try:
-        note = events.parse_notification(kind="wordpress", body=body, headers={})
-    except events.MalformedPayload:
-        return False
-    return note.action is None and note.event == "ping"
+    # Unsigned: look at the bytes only, never parse an unauthenticated body.
+    return config.kind == "wordpress" and events.is_woocommerce_ping(body)
 
 
 # -- REST API for Managers ------------------------------------------------------------------
