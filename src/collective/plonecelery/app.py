@@ -20,6 +20,7 @@ from celery import signals
 
 from .config import settings_from_environ
 from .signing import apply_signing
+from .signing import check_policy
 from .signing import signing_requested
 
 logger = logging.getLogger("collective.plonecelery")
@@ -66,6 +67,7 @@ class EnvironmentSettings(Mapping):
             settings["imports"] = tuple(settings.get("imports") or ()) + task_modules()
             if signing_requested(settings):
                 apply_signing(settings)
+            check_policy(settings)
             self._settings = settings
         return self._settings
 
