@@ -487,13 +487,13 @@ def test_feature_image_on_a_foreign_host_is_refused_and_the_post_imported(portal
 
 
 def test_feature_image_on_a_configured_cdn_host_is_fetched(portal, httpserver, blog):
-    # 'localhost' is the test server under another name: a CDN host of the source.
+    # 'localhost' is the test server under another name: a CDN origin of the source.
     config = add_source(
         portal,
         httpserver,
         id="cdn",
         api_url=f"http://127.0.0.1:{httpserver.port}/",
-        cdn_hosts=["localhost"],
+        cdn_hosts=[f"http://localhost:{httpserver.port}"],
     )
     blog.add(
         ghost_post(feature_image=f"http://localhost:{httpserver.port}/content/images/feature.png")

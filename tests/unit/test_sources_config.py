@@ -40,7 +40,12 @@ def test_allowed_hosts_are_api_host_plus_cdn_hosts():
         cdn_hosts=("cdn.example.org", "blog.example.org"),
     )
     assert config.api_host == "blog.example.org"
-    assert config.allowed_hosts == ("blog.example.org", "cdn.example.org")
+    # The API's origin (port included), the CDN hosts on their default ports.
+    assert config.allowed_hosts == (
+        "https://blog.example.org:8443",
+        "cdn.example.org",
+        "blog.example.org",
+    )
 
 
 @pytest.mark.parametrize(
@@ -73,7 +78,7 @@ def test_allowed_hosts_are_api_host_plus_cdn_hosts():
         ({"on_remove": "archive"}, "retract, delete"),
         ({"portal_type": ""}, "portal_type"),
         ({"tolerance": 0}, "tolerance"),
-        ({"cdn_hosts": ("https://cdn.example.org/",)}, "bare host"),
+        ({"cdn_hosts": ("https://cdn.example.org/x",)}, "bare host"),
         ({"iframe_hosts": ("www.youtube.com:443",)}, "bare host"),
     ],
 )

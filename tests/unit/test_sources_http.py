@@ -27,11 +27,16 @@ from collective.plonecelery.exceptions import PostGone
 LOCAL = {"localhost", "127.0.0.1"}
 
 
+def local_origins(url) -> set[str]:
+    """The test server's origins: allowed origins include the port."""
+    port = httpx.URL(url).port
+    return {f"http://localhost:{port}", f"http://127.0.0.1:{port}", f"https://localhost:{port}"}
+
+
 def local_fetch(url, **kwargs):
     # allow_private: the test server is on loopback (see module docstring).
-    return fetch(
-        url, allowed_hosts=kwargs.pop("allowed_hosts", LOCAL), allow_private=True, **kwargs
-    )
+    allowed = kwargs.pop("allowed_hosts", None) or local_origins(url)
+    return fetch(url, allowed_hosts=allowed, allow_private=True, **kwargs)
 
 
 def fetch_error(url, **kwargs):
@@ -82,7 +87,7 @@ def test_private_addresses_are_refused_by_default(httpserver):
     httpserver.expect_request("/").respond_with_data("secret internal page")
     for url in (httpserver.url_for("/"), f"http://127.0.0.1:{httpserver.port}/"):
         with pytest.raises(FetchError, match="non-public address") as info:
-            fetch(url, allowed_hosts=LOCAL)
+            fetch(url, allowed_hosts=local_origins(url))
         assert info.value.retryable is False
     assert httpserver.log == []
 

@@ -17,7 +17,7 @@ class TestUpgrades(unittest.TestCase):
 
     def test_profile_is_at_the_latest_version(self):
         setup = api.portal.get_tool("portal_setup")
-        self.assertEqual(setup.getLastVersionForProfile(PROFILE), ("1001",))
+        self.assertEqual(setup.getLastVersionForProfile(PROFILE), ("1002",))
         self.assertEqual(setup.listUpgrades(PROFILE), [])
 
     def test_to_1001_restores_index_and_import_user(self):
@@ -28,3 +28,31 @@ class TestUpgrades(unittest.TestCase):
         to_1001(api.portal.get_tool("portal_setup"))
         self.assertIn("plonecelery_remote_key", catalog.indexes())
         self.assertIsNotNone(api.user.get(username="plonecelery-importer"))
+
+    def test_to_1002_lets_safe_html_keep_the_iframe_sandbox(self):
+        from collective.plonecelery.upgrades import to_1002
+
+        html = (
+            '<iframe src="https://www.youtube.com/embed/x" sandbox="allow-scripts"'
+            ' referrerpolicy="no-referrer"></iframe>'
+        )
+        transforms = api.portal.get_tool("portal_transforms")
+
+        def shown():
+            return transforms.convertTo("text/x-html-safe", html, mimetype="text/html").getData()
+
+        self.assertIn('sandbox="allow-scripts"', shown())
+        self.assertIn('referrerpolicy="no-referrer"', shown())
+        record = "plone.custom_attributes"
+        kept = [
+            a
+            for a in api.portal.get_registry_record(record)
+            if a not in ("sandbox", "referrerpolicy")
+        ]
+        api.portal.set_registry_record(record, kept)
+        self.assertNotIn("sandbox=", shown())
+        to_1002(api.portal.get_tool("portal_setup"))
+        to_1002(api.portal.get_tool("portal_setup"))  # twice: nothing is added twice
+        attributes = api.portal.get_registry_record(record)
+        self.assertEqual(attributes.count("sandbox"), 1)
+        self.assertIn('sandbox="allow-scripts"', shown())

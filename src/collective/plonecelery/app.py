@@ -22,6 +22,7 @@ from .config import addon_settings
 from .config import settings_from_environ
 from .results import OVERRIDES
 from .signing import apply_signing
+from .signing import check_policy
 from .signing import signing_requested
 from .worker.process import boot_zope_from_environ
 
@@ -63,6 +64,7 @@ class EnvironmentSettings(Mapping):
             settings["override_backends"] = OVERRIDES
             if signing_requested(settings):
                 apply_signing(settings)
+            check_policy(settings)
             self._settings = settings
         return self._settings
 

@@ -40,6 +40,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     options, rest = parse_args(argv)
+    if rest[:1] == ["keys"]:  # no Zope needed: see keys.py
+        from .keys import main as keys_main
+
+        return keys_main(rest[1:])
     if not options.zope_conf:
         print(
             "plonecelery: no Zope configuration; pass --zope-conf etc/zope.conf or set ZOPE_CONF.",

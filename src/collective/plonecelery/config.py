@@ -189,15 +189,7 @@ def settings_from_environ(environ: Mapping[str, str] | None = None) -> dict:
         options = dict(settings.get("broker_transport_options") or {})
         options.setdefault("visibility_timeout", VISIBILITY_TIMEOUT)
         settings["broker_transport_options"] = options
-    if "pickle" in settings["accept_content"] or "pickle" in (
-        settings.get("result_accept_content") or ()
-    ):
-        # Accepting pickle lets anyone who can write to the broker run code
-        # in the worker, which has the whole ZODB at hand.
-        raise ConfigurationError(
-            "CELERY_ACCEPT_CONTENT and CELERY_RESULT_ACCEPT_CONTENT must not contain 'pickle': "
-            "collective.plonecelery only exchanges JSON (or signed 'auth') messages."
-        )
+    refuse_code_running_serializers(settings)
     return settings
 
 
@@ -208,6 +200,38 @@ def own_variables(environ: Mapping[str, str]) -> dict[str, str]:
 
 def _positive(default):
     return field(default=default, metadata={"positive": True})
+
+
+#: Serializers whose decoding can run code, by name and by content type.
+CODE_RUNNING_SERIALIZERS = {
+    "pickle": "pickle",
+    "application/x-python-serialize": "pickle",
+    "yaml": "yaml",
+    "application/x-yaml": "yaml",
+}
+
+
+def refuse_code_running_serializers(settings: Mapping) -> None:
+    """``ConfigurationError`` if any serializer setting names pickle or yaml (either way).
+
+    Accepting pickle lets anyone who can write to the broker (or the result backend) run
+    code in the worker, which has the whole ZODB at hand.
+    """
+    for name in ("accept_content", "result_accept_content"):
+        for entry in settings.get(name) or ():
+            found = CODE_RUNNING_SERIALIZERS.get(str(entry).strip().lower())
+            if found:
+                raise ConfigurationError(
+                    f"CELERY_{name.upper()} must not contain {entry!r} ({found}): "
+                    "collective.plonecelery only exchanges JSON (or signed 'auth') messages."
+                )
+    for name in ("task_serializer", "result_serializer", "event_serializer"):
+        found = CODE_RUNNING_SERIALIZERS.get(str(settings.get(name) or "").strip().lower())
+        if found:
+            raise ConfigurationError(
+                f"CELERY_{name.upper()}={settings[name]!r} ({found}) is refused: "
+                "collective.plonecelery only exchanges JSON (or signed 'auth') messages."
+            )
 
 
 @dataclass(frozen=True)
@@ -238,6 +262,8 @@ class AddonSettings:
     delivery_retention_days: float = _positive(7.0)
     #: Most entries the delivery log keeps; older ones are trimmed by a worker task.
     delivery_max_entries: int = _positive(10_000)
+    #: Workers and instances refuse to start without message signing (docs/security.rst).
+    require_signing: bool = False
 
 
 def addon_settings(environ: Mapping[str, str] | None = None) -> AddonSettings:

@@ -88,6 +88,8 @@ class ZopeTask(Task):
 
     #: Run as an unrestricted user (``@task.as_admin()``).
     unrestricted = False
+    #: With signing on, workers refuse a ``plonecelery`` header that was not signed.
+    Request = "collective.plonecelery.signing:SignedRequest"
 
     @cached_property
     def addon_settings(self):

@@ -16,3 +16,8 @@ def to_1001(setup_tool):
     setup_tool.runImportStepFromProfile(PROFILE, "controlpanel")
     reindex_remote_keys(portal)
     create_import_user(portal)
+
+
+def to_1002(setup_tool):
+    """Imported iframes stay sandboxed when shown: safe_html keeps sandbox, referrerpolicy."""
+    setup_tool.runImportStepFromProfile(PROFILE, "plone.app.registry", run_dependencies=False)

@@ -66,9 +66,20 @@ class SourceConfig:
         return (urlsplit(self.api_url).hostname or "").lower()
 
     @property
+    def api_origin(self) -> str:
+        """``scheme://host:port`` of ``api_url`` (the port made explicit)."""
+        parts = urlsplit(self.api_url)
+        if not parts.hostname:
+            return ""
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme, 0)
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        return f"{parts.scheme}://{host.lower()}:{port}"
+
+    @property
     def allowed_hosts(self) -> tuple[str, ...]:
-        """Hosts fetches may go to: the API host plus the CDN hosts."""
-        hosts = [self.api_host, *(host.lower() for host in self.cdn_hosts)]
+        """Where fetches may go (see ``sources.http.fetch``): the API's origin (scheme, host and
+        port: no other port of the blog's host), plus the CDN hosts on their default ports."""
+        hosts = [self.api_origin, *(host.lower() for host in self.cdn_hosts)]
         return tuple(dict.fromkeys(host for host in hosts if host))
 
     def validate(self) -> None:
@@ -97,9 +108,14 @@ class SourceConfig:
             )
         for field in ("cdn_hosts", "iframe_hosts"):
             for host in getattr(self, field):
-                if not _is_host(host):
+                if not (_is_host(host) or (field == "cdn_hosts" and _is_origin(host))):
                     raise ValueError(
                         f"{field}: {host!r} is not a bare host name or IP (no scheme, port or path)"
+                        + (
+                            ", or an origin such as https://cdn.example.org:8443"
+                            if field == "cdn_hosts"
+                            else ""
+                        )
                     )
 
     def _validate_url(self) -> None:
@@ -208,6 +224,22 @@ def _coerce(name: str, value: Any) -> Any:
     if not isinstance(value, str):
         raise ValueError(f"{name} must be a string, not {type(value).__name__}")
     return value.strip() if name not in SECRET_FIELDS else value
+
+
+def _is_origin(value: str) -> bool:
+    """``http(s)://host[:port]`` and nothing more: a CDN on a port of its own."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and _is_host(parts.hostname)
+        and parts.path in ("", "/")
+        and not (parts.query or parts.fragment or parts.username or parts.password)
+    )
 
 
 def _is_host(value: str) -> bool:

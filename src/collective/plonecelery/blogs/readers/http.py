@@ -11,7 +11,9 @@ Usage::
 Guards (all failures raise :class:`~collective.plonecelery.blogs.readers.remote.FetchError` or
 :class:`~collective.plonecelery.blogs.readers.remote.PostGone`):
 
-* only http(s) URLs whose host is in ``allowed_hosts``;
+* only http(s) URLs without credentials, on an allowed origin: ``allowed_hosts`` lists
+  origins (``https://blog.example.org:8443``: exactly that scheme, host and port) or bare host
+  names (``cdn.example.org``: http on port 80 or https on port 443 only);
 * the host is resolved once, every address must be public (unless ``allow_private``), and the
   connection goes to a vetted address (TLS still verifies the host name), so DNS rebinding between
   check and connect cannot reach an internal service;
@@ -27,6 +29,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
+import re
 import socket
 from collections.abc import Collection
 from collections.abc import Mapping
@@ -46,6 +50,40 @@ _REDIRECTS = {301, 302, 303, 307, 308}
 _CREDENTIAL_HEADERS = ("authorization", "cookie")
 # Headers describing the wire encoding; the returned response carries the decoded body.
 _WIRE_HEADERS = ("content-encoding", "content-length", "transfer-encoding")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_QUERY = re.compile(r"\?[^\s\"']*")
+
+
+class RedactQueryStrings(logging.Filter):
+    """Remove query strings (Ghost's ``?key=<Content API key>``) from httpx's log records.
+
+    httpx logs every request at INFO (``HTTP Request: GET http://...?key=... "HTTP/1.1 200
+    OK"``), past the redaction of our own messages. Installed on the ``httpx`` and ``httpcore``
+    loggers when this module is imported; it changes records, it never drops them.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            record.args = tuple(_redact_log_value(arg) for arg in args)
+        if isinstance(record.msg, str) and "?" in record.msg:
+            record.msg = _QUERY.sub("?<redacted>", record.msg)
+        return True
+
+
+def _redact_log_value(value: object) -> object:
+    if isinstance(value, httpx.URL):
+        return _redacted(value)
+    if isinstance(value, str | bytes) and ("?" in str(value)):
+        return _QUERY.sub(
+            "?<redacted>", value if isinstance(value, str) else value.decode("latin-1")
+        )
+    return value
+
+
+for _name in ("httpx", "httpcore"):
+    if not any(isinstance(f, RedactQueryStrings) for f in logging.getLogger(_name).filters):
+        logging.getLogger(_name).addFilter(RedactQueryStrings())
 
 
 def fetch(
@@ -110,13 +148,16 @@ def vet_url(
     if isinstance(allowed_hosts, str):
         raise TypeError("allowed_hosts must be a collection of host names, not one string")
     url = _parse_url(url) if isinstance(url, str) else url
-    allowed = {_normal_host(host) for host in allowed_hosts}
+    allowed = _allowed_origins(allowed_hosts)
     host = _normal_host(url.host)
-    if host not in allowed and _normal_host(url.raw_host.decode("ascii")) not in allowed:
+    port = url.port or _DEFAULT_PORTS[url.scheme]
+    origins = {(url.scheme, name, port) for name in (host, _normal_host(url.raw_host.decode()))}
+    if not origins & allowed:
+        shown = sorted(f"{scheme}://{name}:{number}" for scheme, name, number in allowed)
         raise FetchError(
-            f"refusing {_redacted(url)}: host {host!r} is not allowed for this source "
-            f"(allowed: {', '.join(sorted(allowed)) or 'none'}); "
-            "add it to the source's CDN hosts if it is trusted",
+            f"refusing {_redacted(url)}: origin {url.scheme}://{host}:{port} is not allowed for "
+            f"this source (allowed: {', '.join(shown) or 'none'}); "
+            "add the host to the source's CDN hosts if it is trusted",
             retryable=False,
         )
     addresses = _resolve(url)
@@ -171,6 +212,22 @@ def _leaves_origin(current: httpx.URL, target: httpx.URL) -> bool:
     return downgrade or (target.host, target.port) != (current.host, current.port)
 
 
+def _allowed_origins(entries: Collection[str]) -> set[tuple[str, str, int]]:
+    """``(scheme, host, port)`` triples: origins as given, bare host names on default ports."""
+    origins = set()
+    for entry in entries:
+        if "://" in entry:
+            url = httpx.URL(entry)
+            origins.add(
+                (url.scheme, _normal_host(url.host), url.port or _DEFAULT_PORTS[url.scheme])
+            )
+        else:
+            origins.update(
+                (scheme, _normal_host(entry), port) for scheme, port in _DEFAULT_PORTS.items()
+            )
+    return origins
+
+
 def _normal_host(host: str) -> str:
     """Lower-case host name, or an IP's canonical text ('::ffff:10.0.0.1' -> '::ffff:a00:1')."""
     try:
@@ -191,12 +248,18 @@ def _parse_url(url: str) -> httpx.URL:
         )
     if not parsed.host:
         raise FetchError(f"refusing URL without a host: {_redacted(parsed)}", retryable=False)
+    if parsed.userinfo:
+        # httpx would send them as 'Authorization: Basic': a blog's HTML must not choose that.
+        raise FetchError(
+            f"refusing {_redacted(parsed)}: URLs with credentials (user:password@) are not fetched",
+            retryable=False,
+        )
     return parsed
 
 
 def _redacted(url: httpx.URL) -> str:
     # Query strings carry API keys (Ghost's ?key=): keep them out of messages and logs.
-    return str(url.copy_with(query=None, fragment=None))
+    return str(url.copy_with(query=None, fragment=None, userinfo=b""))
 
 
 def _resolve(url: httpx.URL) -> list[str]:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import html as html_lib
 import re
 from collections.abc import Collection
-from urllib.parse import urlsplit
 
 import nh3
+from ada_url import URL
 
 _TAGS = {
     *("p", "br", "hr", "div", "span", "a", "img", "picture", "source", "figure", "figcaption"),
@@ -101,8 +101,7 @@ def clean_html(
 
     def keep_allowed_iframes(tag: str, attribute: str, value: str) -> str | None:
         if tag == "iframe" and attribute == "src":
-            parts = urlsplit(value.strip())
-            return value if parts.scheme == "https" and (parts.hostname or "") in hosts else None
+            return iframe_src(value, hosts=hosts)
         return value
 
     cleaned = nh3.clean(
@@ -116,6 +115,29 @@ def clean_html(
         url_relative=relative,
     )
     return _SRCLESS_IFRAME.sub("", cleaned)
+
+
+def iframe_src(value: str, *, hosts: Collection[str]) -> str | None:
+    """The URL a browser would load for ``value`` if it is ``https`` on one of ``hosts``, else None.
+
+    The URL is parsed by the WHATWG rules browsers follow (ada), not by ``urllib``: for
+    ``https://evil.example\\@www.youtube.com/`` urllib sees www.youtube.com, browsers load
+    evil.example. Credentials and explicit ports are refused. The result is the browser's own
+    serialisation, so what is stored cannot be read another way.
+
+    >>> iframe_src("https://www.youtube.com/embed/x", hosts={"www.youtube.com"})
+    'https://www.youtube.com/embed/x'
+    >>> iframe_src("https://evil.example\\@www.youtube.com/embed/x", hosts={"www.youtube.com"})
+    """
+    try:
+        url = URL(value)
+    except ValueError:
+        return None
+    if url.protocol != "https:" or url.username or url.password or url.port:
+        return None
+    if url.hostname not in {host.lower() for host in hosts}:
+        return None
+    return url.href
 
 
 def html_to_text(html: str) -> str:

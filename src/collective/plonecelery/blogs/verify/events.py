@@ -25,6 +25,7 @@ Ghost and WordPress sources also accept that shape when their native keys are ab
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,11 @@ _WORDPRESS_REMOVE = {"post_delete", "post_trash", "post.deleted"}
 _STANDARD_UPSERT = {"post.created", "post.published", "post.updated"}
 _STANDARD_REMOVE = {"post.deleted", "post.unpublished"}
 _WORDPRESS_EVENT_HEADERS = ("x-wp-webhook-trigger", "x-wc-webhook-topic")
+#: Webhook bodies nest a few levels (Ghost: about 5). Deeper JSON is refused before parsing,
+#: since Python's parser recurses once per level (1,000 levels raise RecursionError).
+MAX_DEPTH = 64
+# A JSON string (skipped whole, so brackets inside strings do not count) or a bracket.
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,7 @@ def parse_notification(
     hint = (event_hint or "").strip() or None
     if kind == "feed":
         return _parse_feed(body=body, hint=hint)
-    if kind == "wordpress" and _is_woocommerce_ping(body):
+    if kind == "wordpress" and is_woocommerce_ping(body):
         return Notification(action=None, remote_id=None, event="ping")
     payload = _load_object(body)
     if kind == "standard-webhooks" or _looks_standard(payload, native_keys=_NATIVE_KEYS[kind]):
@@ -96,10 +102,32 @@ _NATIVE_KEYS = {
 }
 
 
+def check_depth(body: bytes, *, limit: int = MAX_DEPTH) -> None:
+    """Raise :class:`MalformedPayload` if the JSON in ``body`` nests deeper than ``limit``.
+
+    >>> check_depth(b'{"a": [[["]]]]]"]]]}')
+    >>> try:
+    ...     check_depth(b"[" * 65)
+    ... except MalformedPayload as exc:
+    ...     print(exc)
+    the webhook body nests deeper than 64 levels
+    """
+    depth = 0
+    for match in _JSON_TOKEN.finditer(body):
+        token = match.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                raise MalformedPayload(f"the webhook body nests deeper than {limit} levels")
+        elif token in (b"]", b"}"):
+            depth -= 1
+
+
 def _load_object(body: bytes) -> dict[str, Any]:
+    check_depth(body)
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise MalformedPayload(f"the webhook body is not valid JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise MalformedPayload(
@@ -184,7 +212,8 @@ def _parse_wordpress(
     return Notification(action=action, remote_id=_text_id(raw_id, where="post id"), event=event)
 
 
-def _is_woocommerce_ping(body: bytes) -> bool:
+def is_woocommerce_ping(body: bytes) -> bool:
+    """True for WooCommerce's unsigned creation ping; looks at the bytes only, parses nothing."""
     # WooCommerce posts a form-encoded 'webhook_id=<n>' when a webhook is created; it expects 200.
     return body.startswith(b"webhook_id=") and body[len(b"webhook_id=") :].strip().isdigit()
 

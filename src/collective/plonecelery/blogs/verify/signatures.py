@@ -53,6 +53,10 @@ _WEBSUB_METHODS = {
     "sha512": hashlib.sha512,
 }
 _MAX_MESSAGE_ID_LENGTH = 256
+#: Timestamps are ASCII digits, at most 16 of them (milliseconds until the year 318857).
+#: ``str.isdigit()`` also accepts '\xb2' and other non-ASCII digits that ``int()`` refuses,
+#: and thousands of digits make ``int()`` slow or a float overflow: both are malformed.
+_TIMESTAMP = re.compile(r"[0-9]{1,16}")
 
 
 @dataclass(frozen=True)
@@ -100,9 +104,39 @@ def verify(
             f"the webhook secret for scheme {scheme!r} is empty: configure the secret the blog "
             "signs with (or use scheme 'none' on a trusted network)"
         )
+    if scheme == "standard-webhooks":
+        _standard_webhook(secret)  # a secret that is not base64 is the source's fault: ValueError
     lowered = {str(key).lower(): value for key, value in headers.items()}
     now = time.time() if now is None else now
     header = (header_name or DEFAULT_HEADERS[scheme]).lower()
+    try:
+        return _verify_scheme(
+            scheme=scheme,
+            secret=secret,
+            body=body,
+            headers=lowered,
+            header=header,
+            tolerance=tolerance,
+            now=now,
+        )
+    except (ValueError, OverflowError, TypeError) as exc:
+        # Whatever the headers contain, a parsing error is the sender's: never a 500.
+        raise SignatureError(
+            "malformed", f"the signature headers cannot be parsed ({type(exc).__name__})"
+        ) from None
+
+
+def _verify_scheme(
+    *,
+    scheme: str,
+    secret: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    header: str,
+    tolerance: int,
+    now: float,
+) -> Verified:
+    lowered = headers
     if scheme == "ghost":
         return _verify_ghost(
             secret=secret, body=body, value=lowered.get(header), tolerance=tolerance, now=now
@@ -233,7 +267,7 @@ def _verify_ghost(
     value = _require(value, "X-Ghost-Signature")
     parts = dict(part.strip().partition("=")[::2] for part in value.split(","))
     digest, millis = parts.get("sha256", ""), parts.get("t", "")
-    if not _HEX64.fullmatch(digest) or not millis.isdigit():
+    if not _HEX64.fullmatch(digest) or not _TIMESTAMP.fullmatch(millis):
         raise SignatureError(
             "malformed", "X-Ghost-Signature must look like 'sha256=<64 hex>, t=<milliseconds>'"
         )
@@ -258,7 +292,7 @@ def _verify_standard(
         raise SignatureError(
             "malformed", f"the webhook-id header is longer than {_MAX_MESSAGE_ID_LENGTH} characters"
         )
-    if not stamp.isdigit():
+    if not _TIMESTAMP.fullmatch(stamp):
         raise SignatureError(
             "malformed", "the webhook-timestamp header must be integer Unix seconds"
         )
@@ -285,7 +319,7 @@ def _verify_standard(
 def _b64_or_empty(value: str) -> bytes:
     try:
         return base64.b64decode(value, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or non-ASCII text
         return b""
 
 
@@ -293,7 +327,7 @@ def _verify_base64(*, secret: str, body: bytes, value: str | None, header: str) 
     value = _require(value, header)
     try:
         given = base64.b64decode(value, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or non-ASCII text
         raise SignatureError("malformed", f"the {header} header is not base64") from None
     expected = hmac.new(secret.encode(), body, hashlib.sha256).digest()
     if not hmac.compare_digest(expected, given):
