@@ -52,6 +52,10 @@ setup(
             "pytest-timeout",
             "zope.pytestlayer",
             "ruff",
+            # Packaging checks (tests/packaging): build, check-manifest, twine.
+            "build",
+            "check-manifest",
+            "twine",
         ],
         "docs": ["Sphinx"],
     },
