@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SENTINEL := $(VENV)/.installed
 
-.PHONY: bench-webhooks webhook install run test test-unit test-integration lint format docs bench constraints clean
+.PHONY: bench-webhooks webhook install run test test-unit test-packaging test-integration lint format docs bench constraints clean
 
 $(SENTINEL): setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,9 +25,14 @@ test: lint
 	PLONECELERY_TEST_BROKER=sqlite $(BIN)/python -m pytest tests/integration -p no:cacheprovider
 	PLONECELERY_TEST_BROKER=redis $(BIN)/python -m pytest tests/integration -p no:cacheprovider
 	PLONECELERY_TEST_BROKER=amqp $(BIN)/python -m pytest tests/integration -p no:cacheprovider
+	$(BIN)/python -m pytest tests/packaging -p no:cacheprovider
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit -p no:cacheprovider
+
+## Build the sdist and wheel, check them, install the wheel in a fresh venv and run it (slow).
+test-packaging: install
+	$(BIN)/python -m pytest tests/packaging -p no:cacheprovider
 
 ## ruff, and the import contracts of .importlinter (the layers of docs/architecture.rst)
 lint: install

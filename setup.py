@@ -55,6 +55,10 @@ setup(
             "ruff",
             "import-linter",
             "hypothesis",
+            # Packaging checks (tests/packaging): build, check-manifest, twine.
+            "build",
+            "check-manifest",
+            "twine",
         ],
         "docs": ["Sphinx"],
     },

@@ -18,23 +18,66 @@ import sys
 APP = "collective.plonecelery.app:app"
 
 
-def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+#: Our own commands (argparse); everything else is Celery's (click).
+OWN_COMMANDS = ("deadletters", "import")
+
+
+def top_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="plonecelery",
+        usage="plonecelery [--zope-conf ZOPE_CONF] COMMAND [ARGS ...]",
         add_help=False,  # `plonecelery worker --help` is Celery's help
         description="Run Celery (worker, beat, inspect, purge, events, ...) "
         "as a Zope client of your Plone site's ZODB.",
-        epilog="Any other arguments go to Celery, e.g. 'worker -l info -c 2'.",
+        epilog="Commands: Celery's (worker, beat, inspect, purge, events, call, ...) and "
+        "'deadletters', 'import'. Any other arguments go to Celery, e.g. "
+        "'worker -l info -c 2'. 'plonecelery COMMAND --help' needs no zope.conf.",
     )
     parser.add_argument(
         "--zope-conf",
         default=os.environ.get("ZOPE_CONF"),
         help="the instance's zope.conf (default: $ZOPE_CONF)",
     )
-    if argv[:1] in (["-h"], ["--help"]):
-        parser.print_help()
+    return parser
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    options, rest = top_parser().parse_known_args(argv)
+    if rest[:1] in (["-h"], ["--help"]):
+        top_parser().print_help()
         raise SystemExit(0)
-    return parser.parse_known_args(argv)
+    return options, rest
+
+
+def wants_help(rest: list[str]) -> bool:
+    """True for ``COMMAND ... --help``: answered without Zope, ZEO or zope.conf."""
+    if rest[:1] and rest[0] in OWN_COMMANDS:
+        return "-h" in rest or "--help" in rest
+    return "--help" in rest
+
+
+def show_help(rest: list[str]) -> int:
+    """Help of our own commands, or Celery's for its commands, without booting Zope."""
+    if rest[0] in OWN_COMMANDS:
+        parser = {"deadletters": deadletters_parser, "import": import_parser}[rest[0]]()
+        try:
+            parser.parse_args(rest[1:])
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else 0
+        return 0
+    # Reading the app's settings would boot Zope from $ZOPE_CONF: help needs none.
+    os.environ.pop("ZOPE_CONF", None)
+    return run_celery(rest)
+
+
+def run_celery(rest: list[str]) -> int:
+    from celery.bin.celery import celery
+
+    try:
+        celery.main(args=["-A", APP, *rest], prog_name="plonecelery", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 0
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         from .keys import main as keys_main
 
         return keys_main(rest[1:])
+    if wants_help(rest):
+        return show_help(rest)
     if not options.zope_conf:
         print(
             "plonecelery: no Zope configuration; pass --zope-conf etc/zope.conf or set ZOPE_CONF.",
@@ -51,6 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     zope_conf = os.path.abspath(options.zope_conf)
+    if not os.path.isfile(zope_conf):
+        print(
+            f"plonecelery: no such zope.conf: {options.zope_conf} "
+            "(pass --zope-conf with your instance's etc/zope.conf).",
+            file=sys.stderr,
+        )
+        return 2
     os.environ["ZOPE_CONF"] = zope_conf
     from .config import addon_settings
     from .config import settings_from_environ
@@ -70,13 +122,30 @@ def main(argv: list[str] | None = None) -> int:
     if rest[:1] == ["import"]:
         return import_command(rest[1:])
 
-    from celery.bin.celery import celery
+    return run_celery(rest)
 
-    try:
-        celery.main(args=["-A", APP, *rest], prog_name="plonecelery", standalone_mode=True)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 0
-    return 0
+
+def deadletters_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="plonecelery deadletters",
+        description="Tasks that failed for good: list, show, retry or purge them.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="one line per dead letter")
+    for name, text in (("show", "everything about one"), ("retry", "queue it again now")):
+        commands.add_parser(name, help=text).add_argument("task_id")
+    commands.add_parser("purge", help="remove one, or all").add_argument("task_id", nargs="?")
+    return parser
+
+
+def import_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="plonecelery import", description="Queue the import of every post of a source."
+    )
+    parser.add_argument("source", help="the source id")
+    parser.add_argument("--all", action="store_true", required=True, help="every post")
+    parser.add_argument("--site", default="Plone", help="path of the Plone site (Plone)")
+    return parser
 
 
 def deadletters_command(argv: list[str]) -> int:
@@ -89,13 +158,7 @@ def deadletters_command(argv: list[str]) -> int:
     from .app import app
     from .worker import process
 
-    parser = argparse.ArgumentParser(prog="plonecelery deadletters")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", help="one line per dead letter")
-    for name, text in (("show", "everything about one"), ("retry", "queue it again now")):
-        commands.add_parser(name, help=text).add_argument("task_id")
-    commands.add_parser("purge", help="remove one, or all").add_argument("task_id", nargs="?")
-    options = parser.parse_args(argv)
+    options = deadletters_parser().parse_args(argv)
 
     # Registers the tasks a retry may need.
     app.loader.import_default_modules()
@@ -135,11 +198,7 @@ def import_command(argv: list[str]) -> int:
     from .worker import process
     from .worker.environment import zope_environment
 
-    parser = argparse.ArgumentParser(prog="plonecelery import")
-    parser.add_argument("source", help="the source id")
-    parser.add_argument("--all", action="store_true", required=True, help="every post")
-    parser.add_argument("--site", default="Plone", help="path of the Plone site (Plone)")
-    options = parser.parse_args(argv)
+    options = import_parser().parse_args(argv)
     try:
         with (
             process.use_database(process.open_db()),

@@ -10,6 +10,7 @@ Our own settings use the ``PLONECELERY_`` prefix (see ``addon_settings``).
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import os
@@ -72,13 +73,25 @@ VISIBILITY_TIMEOUT = 3600
 VISIBILITY_TIMEOUT_SCHEMES = ("redis", "rediss", "sentinel", "sqs")
 
 
+def _literal(value: str) -> object:
+    """JSON, or a Python literal as collective.celery took it (``['json']``, ``('a',)``)."""
+    try:
+        return json.loads(value)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+        raise ValueError("neither JSON nor a Python literal") from exc
+
+
 def _parse_list(value: str) -> list:
     value = value.strip()
-    if value.startswith("["):
-        parsed = json.loads(value)
-        if not isinstance(parsed, list):
-            raise ValueError("expected a JSON list")
-        return parsed
+    if value.startswith(("[", "(")):
+        parsed = _literal(value)
+        if not isinstance(parsed, list | tuple):
+            raise ValueError("expected a list")
+        return list(parsed)
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
@@ -92,18 +105,24 @@ def _parse_bool(value: str) -> bool:
 
 
 def _parse_dict(value: str) -> dict:
-    parsed = json.loads(value)
+    parsed = _literal(value)
     if not isinstance(parsed, dict):
-        raise ValueError("expected a JSON object")
+        raise ValueError("expected a JSON object or a Python dict")
     return parsed
 
 
 def _parse_any(value: str) -> object:
-    # Values like broker_use_ssl may be a JSON object or a plain string.
+    # Values like task_routes may be JSON, a Python literal container, or a plain string.
     try:
         return json.loads(value)
     except ValueError:
-        return value
+        pass
+    if value.lstrip().startswith(("[", "(", "{")):
+        try:
+            return _literal(value)
+        except ValueError:
+            pass
+    return value
 
 
 #: Bool-typed settings that also take a dict of TLS options (as JSON here).
