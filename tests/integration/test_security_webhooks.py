@@ -14,7 +14,7 @@ import pytest
 from conftest import BROKER
 from plone import api
 
-from collective.plonecelery import outbox
+from collective.plonecelery.outbox import records as outbox
 from collective.plonecelery.blogs.verify.signatures import sign
 
 pytestmark = [
