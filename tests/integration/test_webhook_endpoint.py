@@ -362,3 +362,53 @@ def test_twenty_concurrent_deliveries(plone_http, sources, admin):
     assert all(logged[msg_id]["task_id"] for msg_id in ids)
     durations = sorted(elapsed for _status, _text, elapsed in results)
     print(f"20 concurrent: median {durations[count // 2]:.3f} s, max {durations[-1]:.3f} s")
+
+
+# -- duplicates ------------------------------------------------------------------------------------
+
+
+def test_the_same_body_for_three_events_is_three_deliveries(plone_http, sources, admin, sender):
+    """WP Webhooks' docs example: post_create, post_update, post_trash with one body."""
+    body, headers = signed("wp")
+    answers = []
+    for event in ("post_create", "post_update", "post_trash"):
+        response = sender.post(
+            url(plone_http, "wp", api_prefix=False, query=f"?event={event}"),
+            content=body,
+            headers=headers,
+        )
+        assert response.status_code == 202, response.text
+        answers.append(response.json())
+    assert [answer["action"] for answer in answers] == ["upsert", "upsert", "remove"]
+    assert len({answer["task"] for answer in answers}) == 3
+    # A retry of the last one, seconds later, is a duplicate.
+    retry = sender.post(
+        url(plone_http, "wp", api_prefix=False, query="?event=post_trash"),
+        content=body,
+        headers=headers,
+    )
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["duplicate"] is True
+    assert retry.json()["task"] == answers[-1]["task"]
+
+
+def test_the_same_delivery_on_many_threads_at_once_is_accepted_once(plone_http, sources, admin):
+    """Zope's four threads receive the same request at once: one import is queued."""
+    body, headers = signed("wp")
+    target = url(plone_http, "wp", api_prefix=True, query="?event=post_update")
+    count = 8
+
+    def deliver(_number):
+        with httpx.Client(timeout=120) as client:
+            del client.headers["Accept"]
+            response = client.post(target, content=body, headers=headers)
+            return response.status_code, response.json()
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        results = list(pool.map(deliver, range(count)))
+    statuses = sorted(status for status, _answer in results)
+    assert statuses == [200] * (count - 1) + [202], results
+    tasks = {answer["task"] for _status, answer in results}
+    assert len(tasks) == 1
+    delivery = results[0][1]["delivery"]
+    assert [e["delivery_id"] for e in log_of(admin, "wp")].count(delivery) == 1

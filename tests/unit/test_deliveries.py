@@ -101,12 +101,103 @@ def test_record_and_dedupe(client):
     assert deliveries.count(portal=client.site) == 1
 
 
+def test_delivery_ids_are_per_source(client):
+    assert client.record("same", source_id="one")
+    assert client.record("same", source_id="two")
+    assert client.record("same", source_id="one") is False
+    assert deliveries.get("same", source_id="two", portal=client.site)["source_id"] == "two"
+    assert deliveries.count(portal=client.site) == 2
+
+
+def test_a_pending_or_finished_import_makes_a_duplicate(client):
+    assert client.record("msg_1")
+    for status in ("imported", "skipped", "removed"):
+        deliveries.update("msg_1", source_id="blog", status=status, portal=client.site)
+        assert client.record("msg_1", now=NOW + 3600) is False
+
+
+def test_after_a_failed_import_the_delivery_is_accepted_again(client):
+    assert client.record("msg_1")
+    deliveries.update("msg_1", source_id="blog", status="failed", portal=client.site)
+    assert client.record("msg_1", now=NOW + 30) is True
+    assert deliveries.get("msg_1", source_id="blog", portal=client.site)["status"] == "queued"
+    # The earlier entry stays in the log.
+    listed = deliveries.list_deliveries(portal=client.site)
+    assert [(e["delivery_id"], e["status"]) for e in listed] == [
+        ("msg_1", "queued"),
+        ("msg_1", "failed"),
+    ]
+    assert deliveries.count(portal=client.site) == 2
+
+
+def test_the_same_id_for_another_post_or_event_is_another_delivery(client):
+    assert client.record("msg_1", remote_id="1")
+    assert client.record("msg_1", remote_id="2", now=NOW + 1) is True
+    assert client.record("msg_1", remote_id="2", event="post.deleted", now=NOW + 2) is True
+
+
+def test_repeat_window_bounds_a_finished_import(client):
+    assert client.record("body-digest", repeat_window=60)
+    # Pending: a duplicate however late (the import fetches after this request anyway).
+    assert client.record("body-digest", repeat_window=60, now=NOW + 600) is False
+    deliveries.update("body-digest", source_id="blog", status="imported", portal=client.site)
+    assert client.record("body-digest", repeat_window=60, now=NOW + 59) is False
+    # A minute after, the same body may be a new change at the blog: import again.
+    assert client.record("body-digest", repeat_window=60, now=NOW + 61) is True
+    assert client.record("body-digest", repeat_window=60, now=NOW + 62) is False
+
+
+def test_repeat_window_setting(monkeypatch):
+    assert deliveries.repeat_window({}) == 60.0
+    assert deliveries.repeat_window({"PLONECELERY_DELIVERY_REPEAT_WINDOW": "5"}) == 5.0
+    with pytest.raises(ValueError, match="positive"):
+        deliveries.repeat_window({"PLONECELERY_DELIVERY_REPEAT_WINDOW": "0"})
+
+
+def test_entries_written_before_the_index_are_still_found(client):
+    """A log of the previous version: no index, entries keyed by the delivery id alone."""
+    from BTrees.Length import Length
+    from BTrees.OOBTree import OOBTree
+    from BTrees.OOBTree import OOTreeSet
+
+    entry = PersistentMapping(
+        {
+            "delivery_id": "old",
+            "source_id": "blog",
+            "event": "post.published",
+            "remote_id": "1",
+            "status": "queued",
+            "task_id": "t",
+            "error": None,
+            "received": NOW,
+            "updated": NOW,
+        }
+    )
+    shard = PersistentMapping({"by_id": OOBTree({"old": entry}), "by_time": OOTreeSet()})
+    shard["by_time"].insert((-NOW, "old"))
+    length = Length()
+    length.change(1)
+    client.site[deliveries.ANNOTATION_KEY] = PersistentMapping(
+        {"shards": OOBTree({"old-thread": shard}), "length": length}
+    )
+    assert client.record("old", now=NOW + 5) is False
+    assert client.record("old", source_id="other", now=NOW + 5) is True
+    deliveries.update("old", source_id="blog", status="imported", portal=client.site)
+    assert deliveries.get("old", source_id="blog", portal=client.site)["status"] == "imported"
+    client.commit()
+
+
 def test_an_expired_delivery_id_counts_as_new(client):
     assert client.record("msg_1", now=NOW)
     assert client.record("msg_1", now=NOW + 6 * DAY) is False
     assert client.record("msg_1", now=NOW + 8 * DAY) is True
+    assert [e["delivery_id"] for e in deliveries.list_deliveries(portal=client.site)] == [
+        "msg_1",
+        "msg_1",
+    ]
+    # The expired entry goes with the next trim.
+    assert deliveries.trim(portal=client.site, now=NOW + 8 * DAY) == 1
     assert deliveries.count(portal=client.site) == 1
-    assert [e["delivery_id"] for e in deliveries.list_deliveries(portal=client.site)] == ["msg_1"]
 
 
 def test_retention_setting(client, monkeypatch):
@@ -266,6 +357,51 @@ def test_the_same_delivery_twice_at_once_conflicts_then_is_a_duplicate(db, queue
     second.tm.abort()
     second.tm.begin()  # what Zope's retry of the request does
     assert second.record("twice", now=NOW + 1001) is False
+
+
+def test_the_same_delivery_on_two_threads_at_once_is_accepted_once(db, queued_trims):
+    """Two Zope threads (two shards) accept the same delivery at the same moment."""
+    setup = Client(db)
+    fill(setup, 100)
+    setup.close()
+    barrier = threading.Barrier(2)
+    outcomes, errors = [], []
+
+    def deliver():
+        client = Client(db)
+        try:
+            for attempt in range(3):
+                fresh = client.record("twice", now=NOW + 1000 + attempt)
+                if attempt == 0:
+                    barrier.wait(timeout=30)  # both have read the log: neither saw the other
+                try:
+                    client.commit()
+                except ConflictError:
+                    client.tm.abort()
+                    client.tm.begin()  # Zope's publisher retries the request
+                    continue
+                outcomes.append(fresh)
+                return
+            errors.append("kept conflicting")
+        except Exception as exc:
+            errors.append(repr(exc))
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert sorted(outcomes) == [False, True]
+    check = Client(db)
+    assert [e["delivery_id"] for e in deliveries.list_deliveries(portal=check.site)].count(
+        "twice"
+    ) == 1
+    shards = check.site[deliveries.ANNOTATION_KEY]["shards"]
+    assert len(shards) == 2, "the two threads wrote shards of their own"
+    check.close()
 
 
 def test_twenty_concurrent_deliveries_mostly_resolve(db, queued_trims):

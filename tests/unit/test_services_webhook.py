@@ -526,3 +526,213 @@ def test_log_over_its_bound_is_trimmed_by_a_task(app, portal, monkeypatch):
     kept = [entry["delivery_id"] for entry in deliveries.list_deliveries(portal=portal)]
     assert kept == ["m3", "m2", "m1"]
     assert deliveries.count(portal=portal) == 3
+
+
+# -- duplicates: only the same delivery, only while its import still covers it -----------------
+
+GITHUB_SECRET = "github-secret"
+WP_EXAMPLE = b'{"post_id": 4, "post": {"ID": 4, "post_type": "post"}}'
+RSS = b'<?xml version="1.0"?><rss version="2.0"><channel><title>B</title></channel></rss>'
+# One source per signature scheme, and what its sender posts.
+SCHEMES = {
+    "ghost": ({}, GHOST_BODY, ("post.published", "post.published.edited", "post.unpublished")),
+    "standard-webhooks": (
+        {"scheme": "standard-webhooks", "secret": WHSEC},
+        b'{"type": "post.updated", "data": {"id": "abc"}}',
+        ("a", "b", "c"),
+    ),
+    "hmac-sha256-base64": (
+        {"kind": "wordpress", "api_key": "", "scheme": "hmac-sha256-base64", "secret": WP_SECRET},
+        WP_EXAMPLE,
+        ("post_create", "post_update", "post_trash"),
+    ),
+    "websub": (
+        {"kind": "feed", "api_key": "", "api_url": FEED_URL, "scheme": "websub"},
+        RSS,
+        ("a", "b", "c"),
+    ),
+    "github": (
+        {"kind": "wordpress", "api_key": "", "scheme": "github", "secret": GITHUB_SECRET},
+        WP_EXAMPLE,
+        ("post_create", "post_update", "post_trash"),
+    ),
+    "none": (
+        {"kind": "wordpress", "api_key": "", "scheme": "none", "secret": "", "insecure": True},
+        WP_EXAMPLE,
+        ("post_create", "post_update", "post_trash"),
+    ),
+}
+SECRETS = {
+    "ghost": GHOST_SECRET,
+    "standard-webhooks": WHSEC,
+    "hmac-sha256-base64": WP_SECRET,
+    "websub": HUB_SECRET,
+    "github": GITHUB_SECRET,
+    "none": "",
+}
+#: Schemes whose senders tell deliveries apart (a message id, a signed timestamp).
+DISTINCT = ("ghost", "standard-webhooks")
+
+
+def scheme_source(portal, scheme, **overrides):
+    settings, _body, _events = SCHEMES[scheme]
+    source = {"id": scheme.replace("-", "_"), "secret": SECRETS[scheme], **settings}
+    return make_source(portal, **{**source, **overrides})
+
+
+def signed_headers(scheme, body, **options):
+    if scheme == "none":
+        return {}
+    return sign(scheme=scheme, secret=SECRETS[scheme], body=body, **options)
+
+
+def send(app, source, body, headers, *, event=None, status=None):
+    query = f"?event={event}" if event else ""
+    response = post(app, f"/plone/@blog-webhook/{source}{query}", body, headers, status="*")
+    if status is not None:
+        assert response.status_code == status, response.text
+    return response.json
+
+
+def finish(portal, source, delivery, *, status="imported", ago=0.0):
+    """What the worker does when the import ends (and the clock moving on by ``ago`` s)."""
+    deliveries.update(delivery, source_id=source, status=status, portal=portal)
+    if ago:
+        backdate(portal, source, delivery, ago)
+    transaction.commit()
+
+
+def backdate(portal, source, delivery, seconds):
+    """Move the entry's received time ``seconds`` back (in the entry and the time index)."""
+    log = portal.__annotations__[deliveries.ANNOTATION_KEY]
+    key = deliveries.entry_key(source, delivery)
+    shard = log["shards"][deliveries._index_slot(log, key)[key]]
+    entry = shard["by_id"][key]
+    shard["by_time"].remove((-entry["received"], key))
+    entry["received"] -= seconds
+    shard["by_time"].insert((-entry["received"], key))
+
+
+@pytest.mark.parametrize("scheme", list(SCHEMES))
+def test_the_same_body_for_another_event_is_queued(app, portal, scheme):
+    """WP Webhooks' post_create, post_update, post_trash may carry the very same body."""
+    config = scheme_source(portal, scheme)
+    _settings, body, events = SCHEMES[scheme]
+    headers = signed_headers(scheme, body)  # Ghost: the same timestamp, too
+    answers = []
+    for event in events:
+        if scheme == "standard-webhooks":
+            headers = signed_headers(scheme, body)  # one message id per notification
+        answers.append(send(app, config.id, body, headers, event=event, status=202))
+    assert [answer.get("duplicate") for answer in answers] == [None] * 3
+    assert len({answer["delivery"] for answer in answers}) == 3
+    assert len(CALLS) == 3
+    if scheme in ("hmac-sha256-base64", "github", "none"):
+        assert [call["action"] for call in CALLS] == ["upsert", "upsert", "remove"]
+
+
+@pytest.mark.parametrize("scheme", list(SCHEMES))
+def test_a_true_retry_is_a_duplicate_with_one_task(app, portal, scheme):
+    config = scheme_source(portal, scheme)
+    _settings, body, events = SCHEMES[scheme]
+    headers = signed_headers(scheme, body)
+    first = send(app, config.id, body, headers, event=events[1], status=202)
+    again = send(app, config.id, body, headers, event=events[1], status=200)
+    assert again["duplicate"] is True
+    assert (again["delivery"], again["task"]) == (first["delivery"], first["task"])
+    # Seconds later, once the import has run: still the sender's retry.
+    finish(portal, config.id, first["delivery"], ago=5)
+    again = send(app, config.id, body, headers, event=events[1], status=200)
+    assert again["duplicate"] is True and again["status"] == "imported"
+    assert len(CALLS) == 1
+
+
+@pytest.mark.parametrize("scheme", list(SCHEMES))
+def test_the_same_body_minutes_later_after_a_change_is_queued(app, portal, scheme):
+    """The post changed at the blog; the sender notifies again (thin senders: same body)."""
+    config = scheme_source(portal, scheme)
+    _settings, body, events = SCHEMES[scheme]
+    first = send(app, config.id, body, signed_headers(scheme, body), event=events[1], status=202)
+    finish(portal, config.id, first["delivery"], ago=600)
+    # Ghost signs a new timestamp and Standard Webhooks sends a new id; the others the same.
+    headers = signed_headers(scheme, body)
+    again = send(app, config.id, body, headers, event=events[1], status=202)
+    assert again["task"] != first["task"]
+    assert len(CALLS) == 2
+    if scheme not in DISTINCT:
+        assert again["delivery"] == first["delivery"]
+        # Both deliveries are in the log.
+        logged = deliveries.list_deliveries(source_id=config.id, portal=portal)
+        assert [entry["delivery_id"] for entry in logged] == [first["delivery"]] * 2
+
+
+@pytest.mark.parametrize("scheme", [s for s in SCHEMES if s not in DISTINCT])
+def test_the_repeat_window_setting(app, portal, scheme, monkeypatch):
+    monkeypatch.setenv("PLONECELERY_DELIVERY_REPEAT_WINDOW", "0.5")
+    config = scheme_source(portal, scheme)
+    _settings, body, events = SCHEMES[scheme]
+    headers = signed_headers(scheme, body)
+    first = send(app, config.id, body, headers, event=events[1], status=202)
+    finish(portal, config.id, first["delivery"])
+    send(app, config.id, body, headers, event=events[1], status=200)
+    time.sleep(0.6)
+    send(app, config.id, body, headers, event=events[1], status=202)
+    assert len(CALLS) == 2
+
+
+@pytest.mark.parametrize("scheme", list(SCHEMES))
+def test_a_pending_import_covers_a_late_repeat(app, portal, scheme):
+    """The first import has not run yet: it fetches the post after the repeat anyway."""
+    config = scheme_source(portal, scheme)
+    _settings, body, events = SCHEMES[scheme]
+    headers = signed_headers(scheme, body)
+    first = send(app, config.id, body, headers, event=events[1], status=202)
+    backdate(portal, config.id, first["delivery"], 3600)
+    transaction.commit()
+    again = send(app, config.id, body, headers, event=events[1], status=200)
+    assert again["duplicate"] is True and again["status"] == "queued"
+    assert len(CALLS) == 1
+
+
+@pytest.mark.parametrize("scheme", list(SCHEMES))
+def test_after_a_failed_import_the_retry_is_queued(app, portal, scheme):
+    config = scheme_source(portal, scheme)
+    _settings, body, events = SCHEMES[scheme]
+    headers = signed_headers(scheme, body)
+    first = send(app, config.id, body, headers, event=events[1], status=202)
+    finish(portal, config.id, first["delivery"], status="failed")
+    again = send(app, config.id, body, headers, event=events[1], status=202)
+    assert again["delivery"] == first["delivery"]
+    assert len(CALLS) == 2
+
+
+def test_the_same_body_to_two_sources_is_two_deliveries(app, portal):
+    wp = scheme_source(portal, "hmac-sha256-base64", id="wp-one")
+    other = scheme_source(portal, "hmac-sha256-base64", id="wp-two")
+    headers = signed_headers("hmac-sha256-base64", WP_EXAMPLE)
+    send(app, wp.id, WP_EXAMPLE, headers, event="post_update", status=202)
+    send(app, other.id, WP_EXAMPLE, headers, event="post_update", status=202)
+    assert [call["source_id"] for call in CALLS] == ["wp-one", "wp-two"]
+
+
+def test_an_unsigned_source_cannot_preempt_a_signed_delivery(app, portal):
+    open_source = scheme_source(portal, "none", id="open")
+    wp = scheme_source(portal, "hmac-sha256-base64", id="wp")
+    send(app, open_source.id, WP_EXAMPLE, {}, event="post_update", status=202)
+    headers = signed_headers("hmac-sha256-base64", WP_EXAMPLE)
+    answer = send(app, wp.id, WP_EXAMPLE, headers, event="post_update", status=202)
+    assert answer["task"]
+    assert [call["source_id"] for call in CALLS] == ["open", "wp"]
+
+
+def test_github_delivery_header_is_the_delivery_id(app, portal):
+    config = scheme_source(portal, "github")
+    headers = signed_headers("github", WP_EXAMPLE)
+    first = send(app, config.id, WP_EXAMPLE, {**headers, "X-GitHub-Delivery": "d-1"}, status=202)
+    assert first["delivery"] == "github:d-1"
+    finish(portal, config.id, first["delivery"], ago=3600)
+    # GitHub's redelivery keeps the id: a duplicate, however late.
+    send(app, config.id, WP_EXAMPLE, {**headers, "X-GitHub-Delivery": "d-1"}, status=200)
+    # A new delivery of the same body has a new id.
+    send(app, config.id, WP_EXAMPLE, {**headers, "X-GitHub-Delivery": "d-2"}, status=202)
+    assert len(CALLS) == 2

@@ -283,6 +283,10 @@ class AddonSettings:
     delivery_max_entries: int = _positive(10_000)
     #: Workers and instances refuse to start without message signing (docs/security.rst).
     require_signing: bool = False
+    #: Seconds a repeat of a webhook that carries no delivery id or signed timestamp
+    #: (hmac-sha256-base64, websub, github without X-GitHub-Delivery, none) counts as the
+    #: sender's retry once its import has run; later it queues the import again.
+    delivery_repeat_window: float = _positive(60.0)
 
 
 def addon_settings(environ: Mapping[str, str] | None = None) -> AddonSettings:

@@ -28,10 +28,14 @@ The Manager services live beside it: :mod:`.sources` and :mod:`.deliveries`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 from typing import Any
 from urllib.parse import parse_qs
+from urllib.parse import parse_qsl
+from urllib.parse import urlencode
 
 import transaction
 from plone.protect.interfaces import IDisableCSRFProtection
@@ -111,6 +115,41 @@ def _too_large(limit: int) -> ServiceError:
     )
 
 
+#: Schemes whose delivery id tells deliveries apart: a sender's id (standard-webhooks) or a
+#: signed timestamp (ghost). The others sign the body alone.
+_DISTINCT_SCHEMES = ("standard-webhooks", "ghost")
+_GITHUB_DELIVERY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def delivery_identity(
+    config: SourceConfig,
+    *,
+    verified,
+    event: str,
+    headers: dict[str, str],
+    query_string: str = "",
+) -> tuple[str, float | None]:
+    """The delivery id of a verified request and the repeat window it needs (or ``None``).
+
+    Standard Webhooks: the sender's ``webhook-id``. GitHub: ``X-GitHub-Delivery`` when sent.
+    Otherwise a digest of the signed material (body, and Ghost's timestamp), the event
+    (query parameter, header or body) and the query string: the same body sent for another
+    event is another delivery. Schemes without a sender's id or signed timestamp cannot tell
+    a retry from a new notification with the same body, hence a short repeat window
+    (``PLONECELERY_DELIVERY_REPEAT_WINDOW``). Ids are per source (see ``blogs.deliveries``).
+    """
+    if config.scheme == "standard-webhooks":
+        return verified.delivery_id, None
+    github_id = headers.get("x-github-delivery", "").strip()
+    if config.scheme == "github" and _GITHUB_DELIVERY.fullmatch(github_id):
+        return f"github:{github_id}", None
+    query = urlencode(sorted(parse_qsl(query_string, keep_blank_values=True)))
+    material = "\n".join((verified.delivery_id, event, query))
+    digest = hashlib.sha256(material.encode("utf-8")).hexdigest()
+    window = None if config.scheme in _DISTINCT_SCHEMES else deliveries.repeat_window()
+    return digest, window
+
+
 def _query(request) -> dict[str, str]:
     # Only the query string: a form-encoded body must not supply (or hide) these values.
     parsed = parse_qs(request.environ.get("QUERY_STRING", ""), keep_blank_values=True)
@@ -163,7 +202,13 @@ class BlogWebhook(PathParams, BrowserView):
             )
         except events.MalformedPayload as exc:
             raise ServiceError(400, "MalformedPayload", str(exc)) from None
-        delivery_id = verified.delivery_id
+        delivery_id, window = delivery_identity(
+            config,
+            verified=verified,
+            event=note.event,
+            headers=headers,
+            query_string=self.request.environ.get("QUERY_STRING", ""),
+        )
         answer = {"delivery": delivery_id, "source": config.id, "event": note.event}
         status = "queued" if note.action else "ignored"
         fresh = deliveries.record(
@@ -172,9 +217,10 @@ class BlogWebhook(PathParams, BrowserView):
             event=note.event,
             remote_id=note.remote_id,
             status=status,
+            repeat_window=window,
         )
         if not fresh:
-            previous = deliveries.get(delivery_id) or {}
+            previous = deliveries.get(delivery_id, source_id=config.id) or {}
             logger.info("Duplicate webhook delivery %s for source %r", delivery_id, config.id)
             return 200, {
                 **answer,
@@ -190,7 +236,7 @@ class BlogWebhook(PathParams, BrowserView):
         result = importer.queue_import(
             config, remote_id=note.remote_id, action=note.action, delivery_id=delivery_id
         )
-        deliveries.update(delivery_id, status="queued", task_id=result.id)
+        deliveries.update(delivery_id, source_id=config.id, status="queued", task_id=result.id)
         return 202, {
             **answer,
             "task": result.id,

@@ -85,15 +85,16 @@ def import_post(
         outcome = sync(config, remote_id=remote_id, action=action)
     except FetchError as exc:
         if exc.retryable and self.request.retries < MAX_RETRIES:
-            raise _retry(self, exc, delivery_id=delivery_id) from exc
-        _record_apart(delivery_id, status="failed", error=str(exc))
+            raise _retry(self, exc, delivery_id=delivery_id, of_source=source_id) from exc
+        _record_apart(delivery_id, status="failed", error=str(exc), of_source=source_id)
         raise ImportFailed(str(exc)) from exc
     except _passed_through():
         raise
     except Exception as exc:
-        _record_apart(delivery_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+        error = f"{type(exc).__name__}: {exc}"
+        _record_apart(delivery_id, status="failed", error=error, of_source=source_id)
         raise
-    update_delivery(delivery_id, status=outcome.status, error=outcome.note)
+    update_delivery(delivery_id, status=outcome.status, error=outcome.note, source_id=source_id)
     logger.info(
         "%s %s:%s (%s)%s",
         outcome.status,
@@ -220,14 +221,23 @@ def backoff_seconds(retries: int, *, retry_after: float | None = None) -> float:
     return delay
 
 
-def _retry(task_, exc: FetchError, *, delivery_id: str | None, source_id: str | None = None):
+def _retry(
+    task_,
+    exc: FetchError,
+    *,
+    delivery_id: str | None,
+    source_id: str | None = None,
+    of_source: str | None = None,
+):
     retries = task_.request.retries
     countdown = backoff_seconds(retries, retry_after=exc.retry_after)
     message = (
         f"attempt {retries + 1} of {MAX_RETRIES + 1} failed, retrying in {countdown:.0f}s: {exc}"
     )
     logger.info("%s[%s] %s", task_.name, task_.request.id, message)
-    _record_apart(delivery_id, status="queued", error=message, source_id=source_id)
+    _record_apart(
+        delivery_id, status="queued", error=message, source_id=source_id, of_source=of_source
+    )
     return task_.retry(exc=exc, countdown=countdown, max_retries=MAX_RETRIES)
 
 
@@ -240,11 +250,13 @@ def _passed_through() -> tuple[type[BaseException], ...]:
     return (ConflictError, ClientDisconnected, Retry)
 
 
-def update_delivery(delivery_id: str | None, *, status: str, error: str | None = None) -> None:
-    """Set the status of ``delivery_id`` in the delivery log (no-op without an id)."""
+def update_delivery(
+    delivery_id: str | None, *, status: str, error: str | None = None, source_id: str | None = None
+) -> None:
+    """Set the status of ``delivery_id`` of ``source_id`` in the delivery log (no-op without id)."""
     if not delivery_id:
         return
-    deliveries.update(delivery_id, status=status, error=error)
+    deliveries.update(delivery_id, source_id=source_id, status=status, error=error)
 
 
 def note_delivery(
@@ -261,13 +273,22 @@ def note_delivery(
         error=error,
     )
     if not recorded:
-        deliveries.update(delivery_id, status=status, error=error)
+        deliveries.update(delivery_id, source_id=source_id, status=status, error=error)
 
 
 def _record_apart(
-    delivery_id: str | None, *, status: str, error: str, source_id: str | None = None
+    delivery_id: str | None,
+    *,
+    status: str,
+    error: str,
+    source_id: str | None = None,
+    of_source: str | None = None,
 ) -> None:
-    """Record a failure in a transaction of its own, discarding the task's partial changes."""
+    """Record a failure in a transaction of its own, discarding the task's partial changes.
+
+    ``source_id``: a backfill page, recorded if new; ``of_source``: the source of a webhook
+    delivery, only updated.
+    """
     if not delivery_id:
         return
     transaction.abort()
@@ -281,5 +302,5 @@ def _record_apart(
             error=error,
         )
     else:
-        update_delivery(delivery_id, status=status, error=error)
+        update_delivery(delivery_id, status=status, error=error, source_id=of_source)
     transaction.commit()
