@@ -27,7 +27,12 @@ logger = logging.getLogger("collective.plonecelery")
 #: Entry-point group listing modules whose tasks workers must import.
 TASKS_ENTRY_POINT_GROUP = "plonecelery.tasks"
 
-app = Celery("collective.plonecelery")
+# Not the process's current or default app: Plone may host other Celery apps
+# (and shared_task users), which must keep theirs. Our worker makes it current.
+app = Celery("collective.plonecelery", set_as_current=False)
+
+#: True in a worker of this app (and its pool processes), set by worker_init.
+_our_worker = False
 
 
 def task_modules() -> tuple[str, ...]:
@@ -84,20 +89,35 @@ app.config_from_object(EnvironmentSettings())
 app.steps["worker"].add("collective.plonecelery.outbox:OutboxRelayStep")
 
 
+@signals.worker_init.connect(weak=False)
+def _note_our_worker(sender=None, **kwargs) -> None:
+    # The signals below are sent for every Celery app's worker: act for ours only.
+    global _our_worker
+    _our_worker = getattr(sender, "app", None) is app
+
+
 @signals.worker_process_init.connect(weak=False)
 def _open_db_after_fork(**kwargs) -> None:
     from . import worker
 
-    if worker._booted_conf is not None:
+    if _our_worker and worker._booted_conf is not None:
         worker.open_db()
 
 
 @signals.worker_process_shutdown.connect(weak=False)
-@signals.worker_shutdown.connect(weak=False)
 def _close_db(**kwargs) -> None:
     from . import worker
 
-    worker.close_db()
+    if _our_worker:
+        worker.close_db()
+
+
+@signals.worker_shutdown.connect(weak=False)
+def _close_db_at_worker_shutdown(sender=None, **kwargs) -> None:
+    from . import worker
+
+    if getattr(sender, "app", None) is app:
+        worker.close_db()
 
 
 def check_configuration(event=None) -> None:

@@ -376,7 +376,7 @@ class OutboxRelayStep(bootsteps.StartStopStep):
             self.timer_entry = None
 
 
-@app.task(name="collective.plonecelery.outbox.relay_outbox", ignore_result=True)
+@app.task(name="collective.plonecelery.outbox.relay_outbox", ignore_result=True, shared=False)
 def relay_outbox():
     """Send outbox records that are still pending (runs in a worker)."""
     from . import worker
