@@ -14,8 +14,8 @@ import pytest
 from conftest import BROKER
 from plone import api
 
-from collective.plonecelery.outbox import records as outbox
 from collective.plonecelery.blogs.verify.signatures import sign
+from collective.plonecelery.outbox import records as outbox
 
 pytestmark = [
     pytest.mark.timeout(600),

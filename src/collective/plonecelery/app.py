@@ -31,8 +31,11 @@ logger = logging.getLogger(__name__)
 #: Entry-point group listing modules whose tasks workers must import.
 TASKS_ENTRY_POINT_GROUP = "plonecelery.tasks"
 
+# Not the process's current or default app: Plone may host other Celery apps
+# (and shared_task users), which must keep theirs. Our worker makes it current.
 app = Celery(
     "collective.plonecelery",
+    set_as_current=False,
     fixups=[*Celery.builtin_fixups, "collective.plonecelery.worker.process:fixup"],
 )
 

@@ -40,6 +40,18 @@ NOT_SETTINGS = frozenset(
         "CELERY_TRACE_APP",
         "CELERY_BENCH",
         "CELERY_BENCH_EVERY",
+        # Set by Celery's CLI for the processes it starts (app.log.setup, celery -C ...).
+        "CELERY_LOG_FILE",
+        "CELERY_LOG_LEVEL",
+        "CELERY_LOG_REDIRECT",
+        "CELERY_LOG_REDIRECT_LEVEL",
+        "CELERY_CONFIG_MODULE",
+        "CELERY_SKIP_CHECKS",
+        # Read by celery.worker.state at import time.
+        "CELERY_WORKER_REVOKES_MAX",
+        "CELERY_WORKER_REVOKE_EXPIRES",
+        "CELERY_WORKER_SUCCESSFUL_EXPIRES",
+        "CELERY_WORKER_SUCCESSFUL_MAX",
     }
 )
 

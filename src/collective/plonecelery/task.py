@@ -352,6 +352,8 @@ class TaskDecorator:
     @staticmethod
     def _decorator(base: type[ZopeTask], options: dict):
         options.setdefault("base", base)
+        # Our tasks belong to our app only, not to every Celery app in the process.
+        options.setdefault("shared", False)
 
         def decorate(function):
             if not callable(function):

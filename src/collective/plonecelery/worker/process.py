@@ -168,24 +168,39 @@ def use_database(db) -> Iterator[None]:
 
 
 class ZopeFixup:
-    """The worker's lifecycle glue: a ZODB per pool process, closed at shutdown."""
+    """The worker's lifecycle glue: a ZODB per pool process, closed at shutdown.
+
+    Celery sends these signals for every app's worker in the process: the fixup acts
+    only for a worker of its own app.
+    """
 
     def __init__(self, app):
         self.app = app
+        self.ours = False
 
     def install(self) -> ZopeFixup:
+        signals.worker_init.connect(self.on_worker_init, weak=False)
         signals.worker_process_init.connect(self.on_worker_process_init, weak=False)
-        signals.worker_process_shutdown.connect(self.on_shutdown, weak=False)
-        signals.worker_shutdown.connect(self.on_shutdown, weak=False)
+        signals.worker_process_shutdown.connect(self.on_worker_process_shutdown, weak=False)
+        signals.worker_shutdown.connect(self.on_worker_shutdown, weak=False)
         return self
+
+    def on_worker_init(self, sender=None, **kwargs) -> None:
+        # Set in the main process, before the pool forks: children inherit it.
+        self.ours = getattr(sender, "app", None) is self.app
 
     def on_worker_process_init(self, **kwargs) -> None:
         # A fresh pool process after the fork: its own ZODB, never the parent's.
-        if zope_booted():
+        if self.ours and zope_booted():
             open_db()
 
-    def on_shutdown(self, **kwargs) -> None:
-        close_db()
+    def on_worker_process_shutdown(self, **kwargs) -> None:
+        if self.ours:
+            close_db()
+
+    def on_worker_shutdown(self, sender=None, **kwargs) -> None:
+        if getattr(sender, "app", None) is self.app:
+            close_db()
 
 
 def fixup(app) -> ZopeFixup:
