@@ -89,6 +89,26 @@ def make_server_cert(directory, ca_key, ca_cert):
     return directory / "server.pem", directory / "server.key"
 
 
+def wait_for_tls_redis(port, ca_path, proc, timeout=30):
+    """PING over TLS until it answers (a bare TCP probe upsets redis-server 7.0's TLS port)."""
+    import redis
+
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, "redis-server exited"
+        try:
+            client = redis.Redis(
+                host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(ca_path), socket_timeout=2
+            )
+            if client.ping():
+                client.close()
+                return
+        except redis.exceptions.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def tls_redis(tmp_path_factory):
     server = shutil.which("redis-server")
@@ -120,7 +140,7 @@ def tls_redis(tmp_path_factory):
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        instance.wait_for_port("127.0.0.1", port, timeout=30, process=proc)
+        wait_for_tls_redis(port, ca_path, proc)
         yield {"url": f"rediss://127.0.0.1:{port}/0", "ca": str(ca_path), "wrong_ca": str(wrong_ca)}
     finally:
         proc.terminate()
