@@ -122,3 +122,15 @@ def debug_me(context):
     title = context.Title()
     rdb.set_trace()
     return title
+
+
+@task()
+def record_user(key):
+    """Record who the task ran as, and whether unrestricted (signed-message tests)."""
+    from AccessControl import getSecurityManager
+    from AccessControl.users import UnrestrictedUser
+
+    user = getSecurityManager().getUser()
+    runs = _runs(api.portal.get())
+    runs[key] = f"{user.getId()}:{isinstance(user, UnrestrictedUser)}"
+    return key

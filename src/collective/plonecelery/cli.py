@@ -111,8 +111,12 @@ def main(argv: list[str] | None = None) -> int:
 
     boot_zope(zope_conf)
     try:
-        settings_from_environ()
+        settings = settings_from_environ()
         addon_settings()
+        if rest[:1] == ["worker"]:
+            from .brokertls import check_broker_tls
+
+            check_broker_tls(settings)
     except ConfigurationError as exc:
         print(f"plonecelery: {exc}", file=sys.stderr)
         return 2
