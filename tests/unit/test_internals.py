@@ -113,3 +113,24 @@ def test_mark_traversed_sets_the_publishers_steps():
     request = HTTPRequest(BytesIO(), {"SERVER_NAME": "x", "SERVER_PORT": "80"}, HTTPResponse())
     internals.mark_traversed(request)
     assert request._steps == ["noobject"]
+
+
+def test_request_message_reads_a_worker_request():
+    from celery import Celery
+    from celery.worker.request import Request
+    from kombu import Message
+
+    app = Celery("internals-test", broker="memory://", set_as_current=False)
+
+    @app.task(name="internals.add", shared=False)
+    def add(x, y):
+        return x + y
+
+    headers = {"id": "t-1", "task": "internals.add", "plonecelery": {"user": "u"}}
+    body = ((1, 2), {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None})
+    message = Message(body=body, headers=headers, content_type="application/json")
+    request = Request(message, app=app, decoded=True, task=add)
+    got_app, got_headers, got_body = internals.request_message(request)
+    assert got_app is app
+    assert got_headers["plonecelery"] == {"user": "u"}
+    assert got_body == body

@@ -73,3 +73,12 @@ def mark_traversed(request) -> None:
     goes through the publisher that sets it.
     """
     request._steps = ["noobject"]
+
+
+def request_message(request) -> tuple:
+    """``(app, headers, body)`` of a worker's ``celery.worker.request.Request``.
+
+    The signed-envelope check runs as the request is made, before the task; Celery's
+    Request keeps the decoded headers and body in ``_request_dict`` and ``_payload``.
+    """
+    return request._app, request._request_dict, request._payload

@@ -36,6 +36,7 @@ from kombu.utils.encoding import bytes_to_str
 
 from .config import addon_settings
 from .exceptions import ConfigurationError
+from .internals import request_message
 from .internals import set_default_serializer
 
 logger = logging.getLogger(__name__)
@@ -169,8 +170,9 @@ class SignedRequest(Request):
 
     def __init__(self, message, *args, **kwargs):
         super().__init__(message, *args, **kwargs)
-        if self._app.conf.task_serializer == "auth":
-            check_sealed(self._request_dict, self._payload)
+        app, headers, body = request_message(self)
+        if app.conf.task_serializer == "auth":
+            check_sealed(headers, body)
 
 
 def check_sealed(headers: dict, payload) -> None:
