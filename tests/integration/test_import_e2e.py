@@ -68,7 +68,7 @@ class GhostAPI:
         self.posts: dict[str, dict] = {}
         self.failures: list[int] = []
         server.expect_request(
-            re.compile(r"^/ghost/api/content/posts/[^/]+/$")
+            re.compile(r"^/ghost/api/content/posts/([^/]+/)?$")
         ).respond_with_handler(self.read)
         server.expect_request("/content/images/lead.png").respond_with_data(
             PNG, content_type="image/png"
@@ -79,13 +79,21 @@ class GhostAPI:
             return _json({"errors": [{"message": "Unknown Content API Key"}]}, 401)
         if self.failures:
             return _json({"errors": [{"message": "maintenance"}]}, self.failures.pop(0))
+        wanted = request.args.get("filter", "")
+        if wanted.startswith("id:"):  # one post, as the reader asks: 200, empty when gone
+            post = self.posts.get(wanted[3:])
+            return _json({"posts": [post] if post else [], "meta": {"pagination": {}}})
         post = self.posts.get(request.path.rstrip("/").rsplit("/", 1)[-1])
         if post is None:
             return _json({"errors": [{"message": "Resource not found"}]}, 404)
         return _json({"posts": [post]})
 
     def hits(self, post_id: str) -> int:
-        return sum(1 for request, _ in self.server.log if f"/posts/{post_id}/" in request.path)
+        return sum(
+            1
+            for request, _ in self.server.log
+            if f"/posts/{post_id}/" in request.path or request.args.get("filter") == f"id:{post_id}"
+        )
 
 
 def _json(data, status=200) -> Response:
