@@ -68,7 +68,7 @@ class GhostAPI:
         self.posts: dict[str, dict] = {}
         self.failures: list[int] = []
         server.expect_request(
-            re.compile(r"^/ghost/api/content/posts/[^/]+/$")
+            re.compile(r"^/ghost/api/content/posts/([^/]+/)?$")
         ).respond_with_handler(self.read)
         server.expect_request("/content/images/lead.png").respond_with_data(
             PNG, content_type="image/png"
@@ -79,13 +79,21 @@ class GhostAPI:
             return _json({"errors": [{"message": "Unknown Content API Key"}]}, 401)
         if self.failures:
             return _json({"errors": [{"message": "maintenance"}]}, self.failures.pop(0))
+        wanted = request.args.get("filter", "")
+        if wanted.startswith("id:"):  # one post, as the reader asks: 200, empty when gone
+            post = self.posts.get(wanted[3:])
+            return _json({"posts": [post] if post else [], "meta": {"pagination": {}}})
         post = self.posts.get(request.path.rstrip("/").rsplit("/", 1)[-1])
         if post is None:
             return _json({"errors": [{"message": "Resource not found"}]}, 404)
         return _json({"posts": [post]})
 
     def hits(self, post_id: str) -> int:
-        return sum(1 for request, _ in self.server.log if f"/posts/{post_id}/" in request.path)
+        return sum(
+            1
+            for request, _ in self.server.log
+            if f"/posts/{post_id}/" in request.path or request.args.get("filter") == f"id:{post_id}"
+        )
 
 
 def _json(data, status=200) -> Response:
@@ -392,3 +400,98 @@ def test_demo_blog_and_its_curl_line_make_a_post_appear(harness, news, plone_htt
         assert item["image"][:8] == b"\x89PNG\r\n\x1a\n"
     finally:
         server.shutdown()
+
+
+# -- Ghost's brute-force guard -------------------------------------------------------------------
+
+
+class GuardedGhost:
+    """A Ghost Content API with Ghost's brute-force guard: after ``limit`` consecutive 4xx
+    on a key it answers 429 (Retry-After an hour and more) to that key. Ghost's limit is
+    99; a smaller one keeps the test short and behaves the same."""
+
+    def __init__(self, server: HTTPServer, *, limit: int = 5, blocked: bool = False):
+        self.server = server
+        self.limit = limit
+        self.consecutive_4xx = limit if blocked else 0
+        self.posts: dict[str, dict] = {}
+        self.answered: list[int] = []
+        server.expect_request(re.compile(r"^/ghost/api/content/posts/.*")).respond_with_handler(
+            self.handle
+        )
+
+    def handle(self, request) -> Response:
+        response = self._answer(request)
+        self.answered.append(response.status_code)
+        if 400 <= response.status_code < 500 and response.status_code != 429:
+            self.consecutive_4xx += 1
+        elif response.status_code < 400:
+            self.consecutive_4xx = 0
+        return response
+
+    def _answer(self, request) -> Response:
+        if self.consecutive_4xx >= self.limit:
+            response = _json({"errors": [{"message": "Too many attempts."}]}, 429)
+            response.headers["Retry-After"] = "3700"
+            return response
+        if request.args.get("key") != GHOST_KEY:
+            return _json({"errors": [{"message": "Unknown Content API Key"}]}, 401)
+        wanted = request.args.get("filter", "")
+        if request.path.rstrip("/") == "/ghost/api/content/posts" and wanted.startswith("id:"):
+            post = self.posts.get(wanted[3:])
+            return _json({"posts": [post] if post else [], "meta": {"pagination": {}}})
+        post = self.posts.get(request.path.rstrip("/").rsplit("/", 1)[-1])
+        if post is None:
+            return _json({"errors": [{"message": "Resource not found"}]}, 404)
+        return _json({"posts": [post]})
+
+
+def test_gone_posts_and_signed_removals_never_trip_ghosts_guard(
+    harness, news, plone_http, httpserver
+):
+    from collective.plonecelery.app import app
+
+    guarded = GuardedGhost(httpserver, limit=5)
+    config = add_source(harness, news, api_url=httpserver.url_for("/"))
+    # More gone posts than the guard allows 4xx: each is asked without a 4xx.
+    for _ in range(guarded.limit + 2):
+        result, _delivery = queue(harness, config, new_id())
+        assert result.get(timeout=TIMEOUT)["status"] == "skipped"
+    assert guarded.answered and set(guarded.answered) == {200}
+    # A published post, then Ghost's signed post.deleted: removed without asking.
+    post_id = new_id()
+    guarded.posts[post_id] = ghost_post(post_id)
+    assert queue(harness, config, post_id)[0].get(timeout=TIMEOUT)["status"] == "imported"
+    asked = len(guarded.answered)
+    body = json.dumps({"post": {"current": {}, "previous": {"id": post_id}}}).encode()
+    headers = {"Content-Type": "application/json"}
+    headers.update(sign(scheme="ghost", secret=GHOST_SECRET, body=body))
+    url = f"{plone_http}/plone/++api++/@blog-webhook/{config.id}?event=post.deleted"
+    response = wait_for(lambda: _post_when_up(url, body, headers), what="Plone to answer")
+    assert response.status_code == 202, response.text
+    outcome = app.AsyncResult(response.json()["task"]).get(timeout=TIMEOUT)
+    assert outcome["status"] == "removed"
+    assert len(guarded.answered) == asked, "the removal was confirmed by a fetch"
+    assert [item["state"] for item in item_state(harness, config, post_id)] == ["private"]
+
+
+def test_a_blocked_key_pauses_the_source_instead_of_retrying(harness, news, httpserver):
+    guarded = GuardedGhost(httpserver, blocked=True)
+    config = add_source(harness, news, api_url=httpserver.url_for("/"))
+    post_id = new_id()
+    guarded.posts[post_id] = ghost_post(post_id)
+    result, delivery_id = queue(harness, config, post_id)
+    outcome = result.get(timeout=TIMEOUT)
+    assert outcome["status"] == "paused"
+    assert guarded.answered == [429], "retried into the block"
+    entry = delivery(harness, delivery_id)
+    assert entry["status"] == "queued"
+    assert "paused until" in entry["error"] and "Retry-After 3700" in entry["error"]
+    assert entry["task_id"] == outcome["task"]  # the import waits, queued for the end
+    with harness.session() as portal:
+        pause = storage.pause_info(config.id, portal=portal)
+    assert pause is not None and "429" in pause["reason"]
+    # Another post of the paused source: nothing is fetched, the import waits as well.
+    result, delivery_id = queue(harness, config, new_id())
+    assert result.get(timeout=TIMEOUT)["status"] == "paused"
+    assert guarded.answered == [429]

@@ -412,3 +412,33 @@ def test_the_same_delivery_on_many_threads_at_once_is_accepted_once(plone_http, 
     assert len(tasks) == 1
     delivery = results[0][1]["delivery"]
     assert [e["delivery_id"] for e in log_of(admin, "wp")].count(delivery) == 1
+
+
+def test_wp_webhooks_form_encoded_whole_post(plone_http, sources, admin, sender):
+    """WP Webhooks with form data: PHP's http_build_query() of the whole post, signed."""
+    from urllib.parse import urlencode
+
+    unique = uuid.uuid4().int % 10**9
+    fields = {
+        "post_id": unique,
+        "post[ID]": unique,
+        "post[post_type]": "post",
+        "post[post_title]": "Fish & Chips",
+        "post[post_status]": "trash",
+        "post_meta[key_0][0]": "0.00",
+        "taxonomies[category][news][name]": "News",
+        "post_thumbnail": "https://wp.example.org/a.jpg",
+    }
+    body = urlencode(fields).encode()
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        **sign(scheme="hmac-sha256-base64", secret=WP_SECRET, body=body),
+    }
+    response = sender.post(
+        url(plone_http, "wp", api_prefix=False, query="?event=post_trash"),
+        content=body,
+        headers=headers,
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["action"] == "remove"
+    assert response.json()["remote_id"] == str(unique)

@@ -137,7 +137,8 @@ def test_woocommerce_creation_ping_is_ignored_not_malformed():
 @pytest.mark.parametrize(
     "body, message",
     [
-        (b"post_id=1&post[ID]=1", "not valid JSON"),
+        (b"not a payload", "not valid JSON"),
+        (b"post_meta[x]=1", "post_id"),
         ({"post_meta": {}}, "post_id"),
         ({"post_id": True}, "post id"),
         ({"post": "1234"}, "JSON object"),
@@ -220,3 +221,76 @@ def test_feed_malformed(body, message):
 def test_unknown_kind():
     with pytest.raises(ValueError, match="ghost, wordpress, feed"):
         parse("medium", b"{}")
+
+
+# -- WP Webhooks' real payloads, as JSON or form-encoded ----------------------------------------
+
+
+def http_build_query(data, prefix=None):
+    """PHP's http_build_query() of ``data`` (what WP Webhooks sends as form data)."""
+    from urllib.parse import quote_plus
+
+    pairs = []
+    items = data.items() if isinstance(data, dict) else enumerate(data)
+    for key, value in items:
+        name = f"{prefix}[{key}]" if prefix else str(key)
+        if isinstance(value, dict | list):
+            pairs.append(http_build_query(value, name))
+        else:
+            text = "" if value is None else str(value)
+            pairs.append(f"{quote_plus(name)}={quote_plus(text)}")
+    return "&".join(pair for pair in pairs if pair)
+
+
+def wp_payload(post_type="post"):
+    payload = json.loads(WP_CREATE)
+    payload["post"]["post_type"] = post_type
+    return payload
+
+
+@pytest.mark.parametrize(
+    ("trigger", "action"),
+    [
+        ("post_create", "upsert"),
+        ("post_update", "upsert"),
+        ("post_trash", "remove"),
+        ("post_delete", "remove"),
+    ],
+)
+@pytest.mark.parametrize("encoding", ["json", "form"])
+def test_wp_webhooks_whole_post_payloads(trigger, action, encoding):
+    payload = wp_payload()
+    body = (
+        json.dumps(payload).encode() if encoding == "json" else http_build_query(payload).encode()
+    )
+    note = parse("wordpress", body, event_hint=trigger)
+    assert note == Notification(action=action, remote_id="1234", event=trigger)
+
+
+def test_wp_webhooks_form_payload_keeps_the_nested_fields():
+    from collective.plonecelery.blogs.verify.forms import parse_php_form
+
+    payload = wp_payload()
+    parsed = parse_php_form(http_build_query(payload).encode())
+    assert parsed["post"]["post_title"] == "Hello world!"
+    assert parsed["post_meta"]["key_5"] == {"0": "a:0:{}"}  # PHP lists are numbered
+    assert parsed["taxonomies"]["category"]["secondcat"]["name"] == "Second Cat"
+    assert parsed["post_thumbnail"] == "https://mydomain.com/images/image.jpg"
+
+
+@pytest.mark.parametrize("encoding", ["json", "form"])
+def test_wp_webhooks_pages_are_ignored_in_both_encodings(encoding):
+    payload = wp_payload("page")
+    body = (
+        json.dumps(payload).encode() if encoding == "json" else http_build_query(payload).encode()
+    )
+    assert parse("wordpress", body, event_hint="post_update").action is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"post[=1", b"a[b]=1&a[]=2", b"a" + b"[x]" * 20 + b"=1", b"\xff=1"],
+)
+def test_unreadable_form_bodies_are_malformed(body):
+    with pytest.raises(MalformedPayload):
+        parse("wordpress", body, event_hint="post_update")

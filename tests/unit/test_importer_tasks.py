@@ -12,6 +12,8 @@ import copy
 import datetime
 import json
 import re
+import time
+import types
 from pathlib import Path
 
 import pytest
@@ -105,6 +107,14 @@ class FakeGhost:
     def browse(self, request) -> Response:
         if request.args.get("key") != GHOST_KEY:
             return _json({"errors": [{"message": "Unknown Content API Key"}]}, status=401)
+        wanted = request.args.get("filter", "")
+        if wanted.startswith("id:"):  # how the reader asks for one post
+            if self.failures:
+                status, headers = self.failures.pop(0)
+                body = {"errors": [{"message": f"try again later ({status})"}]}
+                return _json(body, status=status, headers=headers)
+            post = self.posts.get(wanted[3:])
+            return _json({"posts": [post] if post else [], "meta": {"pagination": {}}})
         limit = 2
         page = int(request.args.get("page", "1"))
         posts = list(self.posts.values())
@@ -116,7 +126,10 @@ class FakeGhost:
 
     def requests_for(self, post_id: str) -> int:
         return sum(
-            1 for request, _ in self.server.log if request.path.endswith(f"/posts/{post_id}/")
+            1
+            for request, _ in self.server.log
+            if request.path.endswith(f"/posts/{post_id}/")
+            or request.args.get("filter") == f"id:{post_id}"
         )
 
     def image_url(self) -> str:
@@ -355,14 +368,16 @@ def test_removal_on_a_source_set_to_delete_deletes_the_item(portal, httpserver, 
     assert "welcome-short" not in portal["news"]
 
 
-def test_404_on_an_update_is_treated_as_unpublished(portal, ghost, blog):
+def test_a_gone_post_on_an_update_is_treated_as_unpublished(portal, ghost, blog):
     blog.add(ghost_post())
     deliver(ghost, POST_ID)
     del blog.posts[POST_ID]
     # An 'edited' webhook, but the post is gone by the time the worker fetches it.
     result, delivery = deliver(ghost, POST_ID, "upsert")
     assert delivery["status"] == "removed"
-    assert "404" in delivery["error"]
+    assert "publishes no post" in delivery["error"]
+    # Asked without a 4xx (Ghost's brute-force guard counts those).
+    assert all(response.status_code == 200 for _request, response in blog.server.log)
     assert api.content.get_state(obj=only_item(portal, ghost, POST_ID)) == "private"
 
 
@@ -379,6 +394,114 @@ def test_404_for_a_post_never_imported_is_skipped(portal, ghost, blog):
     result, delivery = deliver(ghost, "000000000000000000000000", "remove")
     assert delivery["status"] == "skipped"
     assert portal["news"].objectIds() == []
+
+
+# -- Ghost's brute-force guard: no 4xx for a gone post, pause on a long 429 ---------------------
+
+
+def deliver_shown_gone(config, remote_id, *, as_of=None):
+    delivery_id = f"gone-{remote_id}-{datetime.datetime.now().timestamp()}"
+    deliveries.record(
+        delivery_id=delivery_id,
+        source_id=config.id,
+        event="post.deleted",
+        remote_id=remote_id,
+        status="queued",
+    )
+    result = importer.queue_import(
+        config,
+        remote_id=remote_id,
+        action="remove",
+        delivery_id=delivery_id,
+        shown_gone=True,
+        as_of=as_of,
+    )
+    transaction.commit()
+    result.get(timeout=60, propagate=False)
+    transaction.begin()
+    return result, deliveries.get(delivery_id, source_id=config.id)
+
+
+def test_a_removal_the_signed_body_shows_is_not_fetched(portal, ghost, blog):
+    blog.add(ghost_post())
+    deliver(ghost, POST_ID)
+    before = blog.requests_for(POST_ID)
+    _, delivery = deliver_shown_gone(ghost, POST_ID)
+    assert delivery["status"] == "removed"
+    assert "not fetched" in delivery["error"]
+    assert blog.requests_for(POST_ID) == before
+    assert api.content.get_state(obj=only_item(portal, ghost, POST_ID)) == "private"
+
+
+def test_an_unpublish_older_than_the_imported_version_keeps_the_item(portal, ghost, blog):
+    blog.add(ghost_post(updated_at="2024-05-01T10:00:00.000+00:00"))
+    deliver(ghost, POST_ID)
+    _, delivery = deliver_shown_gone(ghost, POST_ID, as_of="2024-04-30T10:00:00.000Z")
+    assert delivery["status"] == "skipped"
+    assert api.content.get_state(obj=only_item(portal, ghost, POST_ID)) == "published"
+    _, delivery = deliver_shown_gone(ghost, POST_ID, as_of="2024-05-02T10:00:00.000Z")
+    assert delivery["status"] == "removed"
+
+
+@pytest.fixture
+def deferred(monkeypatch):
+    """Imports queued again for later (with a countdown) are noted, not run at once."""
+    calls = []
+    original = importer_tasks.import_post.apply_async
+
+    def apply_async(*args, **kwargs):
+        if "countdown" in kwargs:
+            calls.append(kwargs)
+            return types.SimpleNamespace(id=f"deferred-{len(calls)}")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(importer_tasks.import_post, "apply_async", apply_async)
+    return calls
+
+
+def test_a_long_429_pauses_the_source_instead_of_retrying_into_it(portal, ghost, blog, deferred):
+    blog.add(ghost_post())
+    blog.failures = [(429, {"Retry-After": "3700"})] * 10
+    result, delivery = deliver(ghost, POST_ID)
+    assert result.state == "SUCCESS"
+    assert result.result["status"] == "paused"
+    assert blog.requests_for(POST_ID) == 1, "retried into Ghost's block"
+    # The delivery log says why, and the import waits (one task, an hour later at most).
+    assert delivery["status"] == "queued"
+    assert "paused until" in delivery["error"] and "429" in delivery["error"]
+    assert delivery["task_id"] == "deferred-1"
+    assert [call["kwargs"]["deferrals"] for call in deferred] == [1]
+    assert 3600 - 1 <= deferred[0]["countdown"] <= importer.MAX_BACKOFF
+    pause = storage.pause_info(ghost.id)
+    assert pause is not None and "Retry-After 3700" in pause["reason"]
+    # While paused, other imports of the source fetch nothing and wait too.
+    other = "5c7ece47da174000c0c5c6d8"
+    result, delivery = deliver(ghost, other)
+    assert result.result["status"] == "paused"
+    assert blog.requests_for(other) == 0
+    assert len(deferred) == 2
+
+
+def test_a_short_429_is_retried_as_before(portal, ghost, blog, deferred):
+    blog.add(ghost_post())
+    blog.failures = [(429, {"Retry-After": "2"})]
+    result, delivery = deliver(ghost, POST_ID)
+    assert delivery["status"] == "imported"
+    assert deferred == [] and storage.pause_info(ghost.id) is None
+
+
+def test_an_import_that_waited_too_often_fails(portal, ghost, blog, deferred, monkeypatch):
+    storage.pause_source(ghost.id, until=time.time() + 3600, reason="test")
+    transaction.commit()
+    result = importer.import_post.apply_async(
+        args=(ghost.id, POST_ID, "upsert"),
+        kwargs={"deferrals": importer_tasks.MAX_DEFERRALS},
+        run_as=ghost.import_user,
+    )
+    transaction.commit()
+    result.get(timeout=60, propagate=False)
+    assert result.state == "FAILURE"
+    assert "gave up" in str(result.result)
 
 
 # -- retries and failures ------------------------------------------------------------------------

@@ -114,6 +114,27 @@ def test_overview_shows_sources_urls_and_deliveries_but_no_secret(manager, porta
     assert "No delivery yet." in page.text
 
 
+def test_a_paused_source_shows_until_when_and_why(manager, portal):
+    add_source(portal)
+    page = manager.get(PANEL)
+    assert page.html.find(class_="paused") is None
+    storage.pause_source(
+        "blog", until=2_000_000_000, reason="blog.example.org answered HTTP 429", portal=portal
+    )
+    transaction.commit()
+    table = manager.get(PANEL).html.find(id="sources")
+    assert "Paused until 2033-05-18T03:33:20+00:00" in table.find(class_="paused").text
+    assert "answered HTTP 429" in table.text
+    # The REST API shows it too.
+    answer = manager.get(
+        "/plone/++api++/@blog-sources/blog", headers={"Accept": "application/json"}
+    ).json
+    assert answer["paused"] == {
+        "until": "2033-05-18T03:33:20+00:00",
+        "reason": "blog.example.org answered HTTP 429",
+    }
+
+
 @pytest.mark.parametrize("who", ["anonymous", "member"])
 def test_managers_only(layers, portal, who):
     add_source(portal)

@@ -42,7 +42,7 @@ CALLS: list[dict] = []
 
 
 @task()
-def fake_import(source_id, remote_id, action, delivery_id=None):
+def fake_import(source_id, remote_id, action, delivery_id=None, **extra):
     """Stands in for importer.import_post: notes who ran it with what."""
     CALLS.append(
         {
@@ -51,15 +51,16 @@ def fake_import(source_id, remote_id, action, delivery_id=None):
             "action": action,
             "delivery_id": delivery_id,
             "user": getSecurityManager().getUser().getId(),
+            **extra,
         }
     )
     return "done"
 
 
-def fake_queue_import(config, *, remote_id, action, delivery_id=None):
+def fake_queue_import(config, *, remote_id, action, delivery_id=None, **extra):
     return fake_import.apply_async(
         args=(config.id, remote_id, action),
-        kwargs={"delivery_id": delivery_id},
+        kwargs={"delivery_id": delivery_id, **extra},
         run_as=config.import_user,
     )
 
@@ -736,3 +737,55 @@ def test_github_delivery_header_is_the_delivery_id(app, portal):
     # A new delivery of the same body has a new id.
     send(app, config.id, WP_EXAMPLE, {**headers, "X-GitHub-Delivery": "d-2"}, status=202)
     assert len(CALLS) == 2
+
+
+# -- Ghost removals the signed body shows are not confirmed by a fetch ----------------------------
+
+DATA = __import__("pathlib").Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize(
+    ("event", "body", "as_of"),
+    [
+        ("post.deleted", (DATA / "ghost_webhook_post_deleted.SYNTH.json").read_bytes(), None),
+        (
+            "post.unpublished",
+            json.dumps(
+                {
+                    "post": {
+                        "current": {
+                            "id": "5c7ece47da174000c0c5c6d7",
+                            "status": "draft",
+                            "updated_at": "2024-05-02T10:00:00.000Z",
+                        },
+                        "previous": {"status": "published"},
+                    }
+                }
+            ).encode(),
+            "2024-05-02T10:00:00.000Z",
+        ),
+    ],
+)
+def test_a_ghost_removal_shown_by_the_signed_body_is_queued_without_fetch(
+    app, portal, event, body, as_of
+):
+    make_source(portal)
+    headers = sign(scheme="ghost", secret=GHOST_SECRET, body=body)
+    send(app, "ghost", body, headers, event=event, status=202)
+    assert [(c["action"], c.get("shown_gone"), c.get("as_of")) for c in CALLS] == [
+        ("remove", True, as_of)
+    ]
+
+
+def test_a_removal_event_whose_body_still_shows_the_post_published_is_fetched(app, portal):
+    make_source(portal)
+    headers = sign(scheme="ghost", secret=GHOST_SECRET, body=GHOST_BODY)
+    send(app, "ghost", GHOST_BODY, headers, event="post.unpublished", status=202)
+    assert CALLS[0]["action"] == "remove" and "shown_gone" not in CALLS[0]
+
+
+def test_an_unsigned_removal_is_always_fetched(app, portal):
+    make_source(portal, id="open", scheme="none", secret="", insecure=True)
+    body = (DATA / "ghost_webhook_post_deleted.SYNTH.json").read_bytes()
+    send(app, "open", body, {}, event="post.deleted", status=202)
+    assert CALLS[0]["action"] == "remove" and "shown_gone" not in CALLS[0]

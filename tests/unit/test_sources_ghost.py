@@ -40,9 +40,16 @@ def config(httpserver):
 
 
 def expect_read(httpserver, payload, status=200):
+    """One post is read through the browse endpoint, filtered by id (never a 404 for gone)."""
     httpserver.expect_request(
-        f"{API}{POST_ID}/",
-        query_string={"key": KEY, "include": "tags,authors", "formats": "html"},
+        API,
+        query_string={
+            "key": KEY,
+            "include": "tags,authors",
+            "formats": "html",
+            "filter": f"id:{POST_ID}",
+            "limit": "1",
+        },
         headers={"Accept-Version": "v5.0"},
     ).respond_with_json(payload, status=status)
 
@@ -117,13 +124,20 @@ def test_non_ghost_answer_is_refused(httpserver, config):
         ghost.fetch_post(config, POST_ID)
 
 
-def test_remote_id_is_quoted_into_the_path(httpserver, config):
+@pytest.mark.parametrize("remote_id", ["../admin", "5c7ece47da174000c0c5c6d7,id:-x", "p-1"])
+def test_an_id_that_is_no_ghost_id_is_gone_without_a_request(httpserver, config, remote_id):
     httpserver.expect_request(re.compile(".*")).respond_with_json({"posts": []})
+    with pytest.raises(PostGone, match="not a Ghost post id"):
+        ghost.fetch_post(config, remote_id)
+    assert httpserver.log == []  # nothing reaches the filter (NQL) or the path
+
+
+def test_another_post_in_the_answer_is_not_taken(httpserver, config):
+    payload = fixture("ghost_content_api_v2_posts.json")
+    payload["posts"][0]["id"] = "0" * 24
+    expect_read(httpserver, payload)
     with pytest.raises(PostGone):
-        ghost.fetch_post(config, "../admin")
-    request, _ = httpserver.log[0]
-    # One opaque path segment: '../' cannot climb out of /posts/.
-    assert request.environ["REQUEST_URI"].startswith(f"{API}..%2Fadmin/?")
+        ghost.fetch_post(config, POST_ID)
 
 
 def test_list_posts_pages(httpserver, config):

@@ -7,9 +7,11 @@ refuses loopback otherwise, as test_sources_http checks).
 import base64
 import datetime
 import json
+import re
 from pathlib import Path
 
 import pytest
+from werkzeug import Response
 
 from collective.plonecelery.blogs.config import SourceConfig
 from collective.plonecelery.blogs.readers import wordpress
@@ -22,6 +24,12 @@ API = "/wp-json/wp/v2/posts"
 
 def fixture(name):
     return json.loads((DATA / name).read_text())
+
+
+@pytest.fixture(autouse=True)
+def forget_url_forms(monkeypatch):
+    """Each test starts without knowing which REST URL form its server takes."""
+    monkeypatch.setattr(wordpress, "_URL_FORMS", {})
 
 
 @pytest.fixture
@@ -88,6 +96,8 @@ def test_anonymous_not_found_or_forbidden_means_gone(httpserver, config, status)
         "data": {"status": status},
     }
     httpserver.expect_request(f"{API}/4").respond_with_json(body, status=status)
+    # Not known yet whether the site has pretty permalinks: the other form says the same.
+    httpserver.expect_request("/").respond_with_json(body, status=status)
     with pytest.raises(PostGone):
         wordpress.fetch_post(config, "4")
 
@@ -145,3 +155,100 @@ def test_test_connection(httpserver, config):
     assert summary["total"] == 7
     assert summary["sample"]["remote_id"] == "4"
     assert summary["sample"]["published"] == "2017-02-14T00:00:00+00:00"
+
+
+# -- sites without pretty permalinks: ?rest_route= ----------------------------------------------
+
+
+class WordPressSite:
+    """A WordPress-shaped server: with pretty permalinks or without (then /wp-json/ is the
+    theme's HTML 404 and the REST API answers at /?rest_route=)."""
+
+    def __init__(self, httpserver, *, pretty: bool):
+        self.server = httpserver
+        self.pretty = pretty
+        self.posts = {"4": fixture("wp_rest_v2_post_embedded.json")}
+        httpserver.expect_request(re.compile("^/wp-json/.*")).respond_with_handler(self.wp_json)
+        httpserver.expect_request("/").respond_with_handler(self.index)
+
+    def wp_json(self, request):
+        if not self.pretty:
+            return Response("<html><body>Page not found</body></html>", 404, mimetype="text/html")
+        return self.route(request.path[len("/wp-json") :], request)
+
+    def index(self, request):
+        route = request.args.get("rest_route")
+        if route is None:
+            return Response("<html>home</html>", 200, mimetype="text/html")
+        return self.route(route, request)
+
+    def route(self, route, request):
+        match = re.fullmatch(r"/wp/v2/posts/(\d+)", route)
+        if match and match.group(1) in self.posts:
+            return Response(
+                json.dumps(self.posts[match.group(1)]), 200, mimetype="application/json"
+            )
+        if route == "/wp/v2/posts":
+            return Response(
+                json.dumps(list(self.posts.values())),
+                200,
+                mimetype="application/json",
+                headers={"X-WP-TotalPages": "1", "X-WP-Total": str(len(self.posts))},
+            )
+        error = {
+            "code": "rest_post_invalid_id",
+            "message": "Invalid post ID.",
+            "data": {"status": 404},
+        }
+        return Response(json.dumps(error), 404, mimetype="application/json")
+
+    def paths(self):
+        return [request.full_path for request, _ in self.server.log]
+
+
+@pytest.mark.parametrize("pretty", [True, False], ids=["pretty-permalinks", "plain-permalinks"])
+def test_both_url_forms(httpserver, config, pretty):
+    site = WordPressSite(httpserver, pretty=pretty)
+    post = wordpress.fetch_post(config, "4")
+    assert post.remote_id == "4" and post.title == "Café “news”"
+    posts, _ = wordpress.list_posts(config)
+    assert [p.remote_id for p in posts] == ["4"]
+    with pytest.raises(PostGone, match="Invalid post ID"):
+        wordpress.fetch_post(config, "5")
+    paths = site.paths()
+    if pretty:
+        assert all(path.startswith("/wp-json/wp/v2/posts") for path in paths)
+        assert len(paths) == 3, "a gone post costs one request once the form is known"
+    else:
+        # The first request finds /wp-json/ missing; from then on ?rest_route= only.
+        assert paths[0] == "/wp-json/wp/v2/posts/4?_embed"
+        assert paths[1] == "/?rest_route=/wp/v2/posts/4&_embed"
+        assert all(path.startswith("/?rest_route=/wp/v2/posts") for path in paths[1:])
+        assert len(paths) == 4
+
+
+def test_rest_urls():
+    urls = wordpress.rest_urls("https://blog.example.org/", "posts?_embed&page=2&per_page=20")
+    assert urls == {
+        "pretty": "https://blog.example.org/wp-json/wp/v2/posts?_embed&page=2&per_page=20",
+        "plain": "https://blog.example.org/?rest_route=/wp/v2/posts&_embed&page=2&per_page=20",
+    }
+
+
+# -- rendered fields are decoded exactly once --------------------------------------------------
+
+
+def test_entities_in_rendered_fields_are_decoded_once(httpserver, config):
+    data = fixture("wp_rest_v2_post_embedded.json")
+    data["title"]["rendered"] = (
+        "Fish &#038; Chips &#8220;quoted&#8221; &quot;x&quot; &amp;amp; 🎉 &#x1F600;"
+    )
+    data["excerpt"]["rendered"] = "<p>Tom &amp; Jerry&#8217;s &lt;b&gt; 🎉</p>\n"
+    data["_embedded"]["author"][0]["name"] = "Admin &amp; Co"
+    data["_embedded"]["wp:term"][1][0]["name"] = "Q&amp;A &#8211; &quot;live&quot;"
+    httpserver.expect_request(f"{API}/4", query_string="_embed").respond_with_json(data)
+    post = wordpress.fetch_post(config, "4")
+    assert post.title == 'Fish & Chips “quoted” "x" &amp; 🎉 😀'
+    assert post.excerpt == "Tom & Jerry’s <b> 🎉"
+    assert post.authors == ["Admin & Co"]
+    assert post.tags[0] == 'Q&A – "live"'

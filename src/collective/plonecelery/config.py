@@ -287,6 +287,9 @@ class AddonSettings:
     outbox_retention: float = 86400.0
     #: Base of the exponential back-off between retries of a failed blog fetch (seconds).
     import_backoff: float = _positive(30.0)
+    #: A 429/503 whose Retry-After is longer than this (seconds) pauses the blog source until
+    #: then (Ghost blocks a key for an hour or more), instead of retrying into the block.
+    import_pause_threshold: float = _positive(300.0)
     #: Largest webhook body accepted (bytes); larger ones are answered 413.
     webhook_max_bytes: int = _positive(1024 * 1024)
     #: Days the delivery log keeps an entry (duplicates are recognised that long).

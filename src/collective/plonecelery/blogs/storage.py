@@ -267,3 +267,52 @@ def webhook_urls(portal, source_id: str) -> dict[str, str]:
         "api": f"{base}/++api++/@blog-webhook/{source_id}",
         "plain": f"{base}/@blog-webhook/{source_id}",
     }
+
+
+# -- the state of a source that the worker keeps (not configuration) ---------------------------
+
+#: Annotation key of the sources' state: source id -> ``PersistentMapping`` (``paused_until``,
+#: ``pause_reason``). Apart from the configuration, so that the worker's writes never conflict
+#: with a Manager's edits.
+STATE_KEY = "collective.plonecelery.source-state"
+
+
+def pause_source(source_id: str, *, until: float, reason: str, portal=None) -> None:
+    """Stop fetching from ``source_id`` until ``until`` (Unix seconds), saying why.
+
+    Imports queued meanwhile wait for the end of the pause instead of fetching (see
+    ``importer.tasks``); the control panel and ``@blog-sources`` show the pause.
+    """
+    annotations = IAnnotations(_portal(portal))
+    states = annotations.get(STATE_KEY)
+    if states is None:
+        states = annotations[STATE_KEY] = OOBTree()
+    state = states.get(source_id)
+    if state is None:
+        state = states[source_id] = PersistentMapping()
+    if state.get("paused_until", 0) < until or state.get("pause_reason") != reason:
+        state.update({"paused_until": until, "pause_reason": reason})
+
+
+def source_pause(source_id: str, *, portal=None, now: float | None = None) -> dict | None:
+    """``{"until": <Unix seconds>, "reason": ...}`` while ``source_id`` is paused, else None."""
+    import time
+
+    states = IAnnotations(_portal(portal)).get(STATE_KEY)
+    state = states.get(source_id) if states is not None else None
+    until = state.get("paused_until") if state is not None else None
+    if not until or until <= (time.time() if now is None else now):
+        return None
+    return {"until": until, "reason": state.get("pause_reason") or ""}
+
+
+def pause_info(source_id: str, *, portal=None) -> dict | None:
+    """:func:`source_pause` for people: the end as ISO 8601 UTC (JSON-ready), or None."""
+    from datetime import UTC
+    from datetime import datetime
+
+    pause = source_pause(source_id, portal=portal)
+    if pause is None:
+        return None
+    until = datetime.fromtimestamp(pause["until"], tz=UTC).isoformat(timespec="seconds")
+    return {"until": until, "reason": pause["reason"]}

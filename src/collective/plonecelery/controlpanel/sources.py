@@ -202,6 +202,7 @@ class SourcesControlPanel(BrowserView):
         for config in storage.list_sources(portal=self.context):
             data = config.to_dict()
             data["webhook_urls"] = webhook_urls(self.context, config.id)
+            data["paused"] = storage.pause_info(config.id, portal=self.context)
             rows.append(data)
         return rows
 

@@ -20,7 +20,8 @@ or from Python (``make run`` does this)::
 What it serves (only what the importer reads):
 
 * ``GET /ghost/api/content/posts/?key=..&page=..&limit=..&include=tags,authors`` (browse,
-  newest first, with ``meta.pagination``) and ``GET /ghost/api/content/posts/{id}/?key=..``;
+  newest first, with ``meta.pagination``; ``filter=id:<id>`` for one post) and
+  ``GET /ghost/api/content/posts/{id}/?key=..``;
   only published posts, anything else is Ghost's 404; a wrong key is Ghost's 401;
 * ``GET /content/images/<slug>.png``: a small generated PNG per post (the feature images);
 * demo controls, no key (loopback only): ``GET /demo/posts`` lists every post with its
@@ -347,6 +348,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._ghost_error(401, "UnauthorizedError", "Unknown Content API Key")
             return
         include = {part.strip() for part in query.get("include", "").split(",") if part.strip()}
+        wanted = query.get("filter", "")
+        if rest == "" and wanted.startswith("id:"):
+            # One post by id, as the reader asks: 200 with an empty list when not published.
+            post = blog.read(wanted[3:], include=include)
+            self._json(200, {"posts": [post] if post else [], "meta": {"pagination": {}}})
+            return
         if rest == "":
             try:
                 page = max(1, int(query.get("page", "1")))

@@ -36,7 +36,7 @@ class PathParams:
 
 
 #: Keys GET adds to a source that are not fields: ignored when sent back.
-_READ_ONLY = ("@id", "webhook_urls")
+_READ_ONLY = ("@id", "webhook_urls", "paused")
 
 
 class ManagerService(PathParams, Service):
@@ -64,6 +64,8 @@ class ManagerService(PathParams, Service):
         data = config.to_dict()
         data["@id"] = f"{portal.absolute_url()}/@blog-sources/{config.id}"
         data["webhook_urls"] = webhook_urls(portal, config.id)
+        # Set by the worker when the blog asked us to stop (a long 429), else null.
+        data["paused"] = storage.pause_info(config.id, portal=portal)
         return data
 
     def expect_params(self, *counts: int) -> None:

@@ -46,6 +46,7 @@ from collective.plonecelery.blogs import deliveries
 from collective.plonecelery.blogs import storage
 from collective.plonecelery.blogs.config import SourceConfig
 from collective.plonecelery.blogs.verify import events
+from collective.plonecelery.blogs.verify import removals
 from collective.plonecelery.blogs.verify import signatures
 
 from ..config import addon_settings
@@ -233,8 +234,19 @@ class BlogWebhook(PathParams, BrowserView):
             return 202, {**answer, "ignored": True, "task": None}
         from collective.plonecelery.blogs import importer
 
+        # A signed body that shows the post deleted/unpublished is not confirmed by a fetch.
+        gone = (
+            None
+            if config.scheme == "none"
+            else removals.shown_gone(kind=config.kind, body=body, action=note.action)
+        )
+        extra = {"shown_gone": True, "as_of": gone.as_of} if gone is not None else {}
         result = importer.queue_import(
-            config, remote_id=note.remote_id, action=note.action, delivery_id=delivery_id
+            config,
+            remote_id=note.remote_id,
+            action=note.action,
+            delivery_id=delivery_id,
+            **extra,
         )
         deliveries.update(delivery_id, source_id=config.id, status="queued", task_id=result.id)
         return 202, {

@@ -19,6 +19,7 @@ from ..readers import feed
 from ..readers import ghost
 from ..readers import wordpress
 from ..readers.remote import RemotePost
+from ..readers.remote import utc_datetime
 from .items import check_may_modify
 from .items import create_item
 from .items import index_names
@@ -51,9 +52,23 @@ class Outcome:
         return asdict(self)
 
 
-def sync(config, *, remote_id: str | None, action: str = "upsert") -> Outcome:
-    """Bring the item of one post in line with the blog (``remote_id`` None: a whole feed)."""
+def sync(
+    config,
+    *,
+    remote_id: str | None,
+    action: str = "upsert",
+    shown_gone: bool = False,
+    as_of: str | None = None,
+) -> Outcome:
+    """Bring the item of one post in line with the blog (``remote_id`` None: a whole feed).
+
+    ``shown_gone``: the signed webhook body itself shows the post deleted or unpublished
+    (``verify.removals``), so it is removed without asking the API; ``as_of`` is when it was
+    unpublished, and an item imported from a newer version of the post is kept.
+    """
     reader = reader_for(config)
+    if shown_gone and action == "remove" and remote_id is not None:
+        return remove_shown_gone(config, remote_id=remote_id, as_of=as_of)
     if remote_id is None:
         if config.kind != "feed":
             raise ValueError(f"no post id given for {config.kind} source {config.id!r}")
@@ -128,6 +143,25 @@ def remove_post(config, *, remote_id: str, reason: str) -> Outcome:
         return Outcome("removed", remote_id, path=path, note=f"deleted: {reason}")
     note = retract(item)
     return Outcome("removed", remote_id, path=path, note="; ".join(filter(None, [reason, note])))
+
+
+def remove_shown_gone(config, *, remote_id: str, as_of: str | None) -> Outcome:
+    """Remove the item of a post the signed webhook shows gone, without fetching it."""
+    item = find_item(config.id, remote_id)
+    removed_at = utc_datetime(as_of) if as_of else None
+    imported = getattr(item, "remote_modified", None) if item is not None else None
+    if removed_at is not None and imported is not None and imported > removed_at:
+        return Outcome(
+            "skipped",
+            remote_id,
+            path=item_path(item),
+            note="the item was imported from a version newer than this removal",
+        )
+    return remove_post(
+        config,
+        remote_id=remote_id,
+        reason="the signed webhook shows the post deleted or unpublished (not fetched)",
+    )
 
 
 def find_item(source_id: str, remote_id: str):

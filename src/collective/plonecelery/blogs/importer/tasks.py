@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 import uuid
+from datetime import UTC
+from datetime import datetime
 from typing import Any
 
 import transaction
@@ -33,10 +36,19 @@ TASK_NAMES = "collective.plonecelery.importer."
 # -- queuing (Plone side) ------------------------------------------------------
 
 
-def queue_import(config, *, remote_id: str | None, action: str, delivery_id: str | None = None):
+def queue_import(
+    config,
+    *,
+    remote_id: str | None,
+    action: str,
+    delivery_id: str | None = None,
+    shown_gone: bool = False,
+    as_of: str | None = None,
+):
     """Queue :func:`import_post` for ``config`` (a SourceConfig), run as its import user.
 
-    Sent when the current transaction commits; returns the ``AsyncResult``.
+    Sent when the current transaction commits; returns the ``AsyncResult``. ``shown_gone``
+    and ``as_of``: see :func:`~.sync.sync`.
 
     >>> queue_import(config, remote_id="42", action="remove", delivery_id="d-1")  # doctest: +SKIP
     """
@@ -45,10 +57,11 @@ def queue_import(config, *, remote_id: str | None, action: str, delivery_id: str
         raise ValueError(
             f"remote_id is required for {config.kind} sources (only feeds refetch all)"
         )
+    kwargs: dict[str, Any] = {"delivery_id": delivery_id}
+    if shown_gone:
+        kwargs.update(shown_gone=True, as_of=as_of)
     return import_post.apply_async(
-        args=(config.id, remote_id, action),
-        kwargs={"delivery_id": delivery_id},
-        run_as=config.import_user,
+        args=(config.id, remote_id, action), kwargs=kwargs, run_as=config.import_user
     )
 
 
@@ -71,19 +84,44 @@ def queue_backfill(config, *, run: str | None = None):
 
 @task(bind=True, name=TASK_NAMES + "import_post")
 def import_post(
-    self, source_id: str, remote_id: str | None, action: str, delivery_id: str | None = None
+    self,
+    source_id: str,
+    remote_id: str | None,
+    action: str,
+    delivery_id: str | None = None,
+    shown_gone: bool = False,
+    as_of: str | None = None,
+    deferrals: int = 0,
 ) -> dict[str, Any]:
     """Fetch one post of ``source_id`` and create/update/retract/delete its item.
 
-    ``action`` ('upsert' or 'remove') is what the webhook said; the API has the last word.
+    ``action`` ('upsert' or 'remove') is what the webhook said; the API has the last word,
+    unless ``shown_gone`` (the signed body shows the post deleted or unpublished).
     ``remote_id`` None (feeds only) refetches the feed and upserts every entry.
-    Returns :meth:`Outcome.as_dict`.
+    While the source is paused (the blog answered 429 with a long Retry-After) nothing is
+    fetched: the import is queued again for the end of the pause (``deferrals`` counts how
+    often). Returns :meth:`Outcome.as_dict`, or ``{"status": "paused", ...}``.
     """
+    job = {
+        "remote_id": remote_id,
+        "action": action,
+        "delivery_id": delivery_id,
+        "shown_gone": shown_gone,
+        "as_of": as_of,
+        "deferrals": deferrals,
+    }
     try:
         check_action(action)
         config = storage.get_source(source_id)
-        outcome = sync(config, remote_id=remote_id, action=action)
+        pause = storage.source_pause(source_id)
+        if pause is not None and not shown_gone:
+            return _wait_for_pause(config, job, until=pause["until"], reason=pause["reason"])
+        outcome = sync(
+            config, remote_id=remote_id, action=action, shown_gone=shown_gone, as_of=as_of
+        )
     except FetchError as exc:
+        if _asks_for_a_pause(exc):
+            return _pause(config, job, exc)
         if exc.retryable and self.request.retries < MAX_RETRIES:
             raise _retry(self, exc, delivery_id=delivery_id, of_source=source_id) from exc
         _record_apart(delivery_id, status="failed", error=str(exc), of_source=source_id)
@@ -199,6 +237,62 @@ def _queue_page(config, *, page: int, page_delivery: str) -> tuple[int, int | No
             task_id=result.id,
         )
     return len(posts), next_page
+
+
+# -- a blog that asks us to stop: pause the source -----------------------------------------
+
+#: How often one import waits for the end of a pause before it fails.
+MAX_DEFERRALS = 24
+
+
+def _asks_for_a_pause(exc: FetchError) -> bool:
+    """A 429 (or 503) with a Retry-After beyond ``PLONECELERY_IMPORT_PAUSE_THRESHOLD``.
+
+    Ghost answers 429 for an hour or more once a Content API key has had 99 consecutive 4xx:
+    five retries with back-off would all land in the block.
+    """
+    threshold = addon_settings().import_pause_threshold
+    return exc.status in (429, 503) and (exc.retry_after or 0) > threshold
+
+
+def _pause(config, job: dict[str, Any], exc: FetchError) -> dict[str, Any]:
+    until = time.time() + float(exc.retry_after)
+    reason = f"{config.api_host} answered HTTP {exc.status}, Retry-After {exc.retry_after:.0f} s"
+    logger.warning("Pausing blog source %r until %s: %s", config.id, _iso(until), exc)
+    storage.pause_source(config.id, until=until, reason=reason)
+    return _wait_for_pause(config, job, until=until, reason=reason)
+
+
+def _wait_for_pause(config, job: dict[str, Any], *, until: float, reason: str) -> dict[str, Any]:
+    """Queue the import again for the end of the pause, without fetching anything now."""
+    delivery_id = job["delivery_id"]
+    if job["deferrals"] >= MAX_DEFERRALS:
+        error = f"source paused until {_iso(until)} ({reason}); gave up after waiting"
+        update_delivery(delivery_id, status="failed", error=error, source_id=config.id)
+        raise ImportFailed(error)
+    countdown = min(max(until - time.time(), 1.0) + random.uniform(0, 30), MAX_BACKOFF)
+    result = import_post.apply_async(
+        args=(config.id, job["remote_id"], job["action"]),
+        kwargs={
+            "delivery_id": delivery_id,
+            "shown_gone": job["shown_gone"],
+            "as_of": job["as_of"],
+            "deferrals": job["deferrals"] + 1,
+        },
+        countdown=countdown,
+        run_as=config.import_user,
+    )
+    note = f"source paused until {_iso(until)} ({reason}); the import waits for it"
+    if delivery_id:
+        deliveries.update(
+            delivery_id, source_id=config.id, status="queued", error=note, task_id=result.id
+        )
+    logger.info("%s:%s waits for the end of the pause: %s", config.id, job["remote_id"], note)
+    return {"status": "paused", "until": _iso(until), "task": result.id, "note": note}
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, tz=UTC).isoformat(timespec="seconds")
 
 
 # -- retries and the delivery log ------------------------------------------------------

@@ -10,6 +10,14 @@ Usage::
 
 Requests are anonymous unless the source has ``username`` + ``app_password`` (an application
 password), in which case HTTP basic auth is sent (https only, see ``SourceConfig.validate``).
+
+Sites without pretty permalinks have no ``/wp-json/`` path (it answers the theme's 404): when
+it answers 404 the same request is made as ``/?rest_route=/wp/v2/...``, and the form that
+worked is remembered for the site (per process). A REST 404 for a gone post on a site with
+pretty permalinks then costs one request, not two.
+
+Rendered fields (titles, excerpts, term and author names) carry HTML entities
+(``&#038;``, ``&amp;``, ``&#8220;``): they are decoded exactly once into plain text.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 from urllib.parse import urljoin
 
 import httpx
@@ -107,7 +116,12 @@ def to_remote_post(data: Any, *, config: SourceConfig) -> RemotePost:
             for term in terms
             if term.get("taxonomy") == "post_tag" and term.get("name")
         ],
-        authors=author_names(author.get("name") for author in _objects(embedded.get("author"))),
+        authors=author_names(
+            # WordPress stores display names HTML-escaped ('Admin &amp; Co'): decode once.
+            html_to_text(author["name"])
+            for author in _objects(embedded.get("author"))
+            if isinstance(author.get("name"), str)
+        ),
         image_url=urljoin(url, image) if isinstance(image, str) and image else None,
         status="published" if status == "publish" else str(status),
     )
@@ -135,7 +149,43 @@ def _browse(
     return response, _objects(items)
 
 
+#: api_url -> "pretty" (``/wp-json/``) or "plain" (``?rest_route=``), as learnt from the site.
+_URL_FORMS: dict[str, str] = {}
+
+
+def rest_urls(api_url: str, path: str) -> dict[str, str]:
+    """The two URLs of REST path ``path`` (``posts/4?_embed``) on the site ``api_url``.
+
+    >>> rest_urls("https://blog.example.org", "posts/4?_embed")["plain"]
+    'https://blog.example.org/?rest_route=/wp/v2/posts/4&_embed'
+    """
+    base = api_url.rstrip("/")
+    route, _, query = path.partition("?")
+    plain = f"{base}/?rest_route={quote('/wp/v2/' + route, safe='/')}"
+    return {
+        "pretty": f"{base}/wp-json/wp/v2/{path}",
+        "plain": f"{plain}&{query}" if query else plain,
+    }
+
+
 def _get(config: SourceConfig, path: str, *, client: httpx.Client | None) -> httpx.Response:
+    urls = rest_urls(config.api_url, path)
+    known = _URL_FORMS.get(config.api_url)
+    if known == "plain":
+        return _get_url(config, urls["plain"], client=client)
+    try:
+        response = _get_url(config, urls["pretty"], client=client)
+    except PostGone:
+        if known == "pretty":
+            raise  # the REST API answered: the post is gone
+        response = _get_url(config, urls["plain"], client=client)  # PostGone if gone here too
+        _URL_FORMS[config.api_url] = "plain"
+        return response
+    _URL_FORMS[config.api_url] = "pretty"
+    return response
+
+
+def _get_url(config: SourceConfig, url: str, *, client: httpx.Client | None) -> httpx.Response:
     headers = {"Accept": "application/json"}
     if config.username:
         token = base64.b64encode(f"{config.username}:{config.app_password}".encode()).decode(
@@ -143,7 +193,7 @@ def _get(config: SourceConfig, path: str, *, client: httpx.Client | None) -> htt
         )
         headers["Authorization"] = f"Basic {token}"
     return fetch(
-        f"{config.api_url.rstrip('/')}/wp-json/wp/v2/{path}",
+        url,
         allowed_hosts=config.allowed_hosts,
         allow_private=config.allow_private,
         headers=headers,

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...exceptions import MalformedPayload
+from .forms import FormError
+from .forms import parse_php_form
 
 KINDS = ("ghost", "wordpress", "feed", "standard-webhooks")
 
@@ -87,7 +89,7 @@ def parse_notification(
         return _parse_feed(body=body, hint=hint)
     if kind == "wordpress" and is_woocommerce_ping(body):
         return Notification(action=None, remote_id=None, event="ping")
-    payload = _load_object(body)
+    payload = _load_form(body) if kind == "wordpress" and _is_form(body) else _load_object(body)
     if kind == "standard-webhooks" or _looks_standard(payload, native_keys=_NATIVE_KEYS[kind]):
         return _parse_standard(payload, hint=hint)
     if kind == "ghost":
@@ -134,6 +136,19 @@ def _load_object(body: bytes) -> dict[str, Any]:
             f"the webhook body must be a JSON object, not {type(payload).__name__}"
         )
     return payload
+
+
+def _is_form(body: bytes) -> bool:
+    # WP Webhooks can send its payload form-encoded (PHP's http_build_query()).
+    text = body.lstrip()
+    return bool(text) and not text.startswith((b"{", b"[")) and b"=" in text.split(b"&", 1)[0]
+
+
+def _load_form(body: bytes) -> dict[str, Any]:
+    try:
+        return parse_php_form(body)
+    except FormError as exc:
+        raise MalformedPayload(f"the form-encoded webhook body cannot be read: {exc}") from None
 
 
 def _looks_standard(payload: Mapping[str, Any], *, native_keys: tuple[str, ...]) -> bool:
