@@ -8,11 +8,16 @@ optional: a missing tool or service fails the test in CI (``CI=true``).
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +31,14 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 #: should it move (e.g. to collective.plonecelery.devtools.devserver).
 DEVSERVER_MODULE = "collective.plonecelery.devtools.devserver"
 DISTRIBUTION = "collective.plonecelery"
+#: What a buildout of buildout.cfg needs besides the add-on itself.
+BUILDOUT_EXTRAS = ("Plone", "plone.recipe.zeoserver", "plone.recipe.zope2instance", "zc.recipe.egg")
+#: Downloads and buildout eggs kept between runs (keyed by constraints.txt and setup.py).
+CACHE = Path(
+    os.environ.get("PLONECELERY_TEST_CACHE")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    / "collective.plonecelery-tests"
+)
 
 
 def clean_environment(**extra: str) -> dict[str, str]:
@@ -65,6 +78,84 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def pip_configuration() -> dict[str, list[str]]:
+    """pip's index-url, extra-index-url and find-links, as pip itself sees them now
+    (``pip config list``: /etc/pip.conf, /etc/xdg/pip, ~/.config/pip, PIP_* variables)."""
+    completed = run([sys.executable, "-m", "pip", "config", "list"], timeout=60)
+    found: dict[str, list[str]] = {"index-url": [], "extra-index-url": [], "find-links": []}
+    for line in completed.stdout.splitlines():
+        key, _, value = line.partition("=")
+        name = key.rsplit(".", 1)[-1]
+        if name in found:
+            for item in value.strip().strip("'\"").split():
+                if item not in found[name]:
+                    found[name].append(item)
+    return found
+
+
+def stop(process: subprocess.Popen | None, timeout: float = 30) -> None:
+    """SIGTERM to the process group (started with start_new_session), then SIGKILL."""
+    if process is None:
+        return
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+            # Leftovers of the group (pool processes, zdaemon's child) go too.
+            os.killpg(process.pid, signal.SIGKILL)
+        except subprocess.TimeoutExpired:
+            continue
+        except ProcessLookupError:
+            pass
+        return
+
+
+@contextmanager
+def processes() -> Iterator[list[subprocess.Popen]]:
+    """A list to append started processes to; all are stopped, last first, on exit."""
+    started: list[subprocess.Popen] = []
+    try:
+        yield started
+    finally:
+        for process in reversed(started):
+            stop(process)
+
+
+def spawn(args, *, log: Path, **kwargs) -> subprocess.Popen:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [str(arg) for arg in args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            **kwargs,
+        )
+
+
+def wait_for(predicate, *, what: str, timeout: float, logs: list[Path] = ()) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    tails = "\n".join(
+        f"--- {log}\n{log.read_text(errors='replace')[-3000:]}" for log in logs if log.exists()
+    )
+    pytest.fail(f"{what} within {timeout} s\n{tails}")
+
+
+def port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
 @dataclass
 class Dist:
     """The sdist and wheel of one ``python -m build``."""
@@ -101,11 +192,38 @@ def dist(tmp_path_factory) -> Dist:
 
 
 @pytest.fixture(scope="session")
-def installed(tmp_path_factory, dist) -> Venv:
-    """A new virtualenv with the wheel installed from its file name, as a release would be:
+def wheelhouse(dist) -> Path:
+    """Every distribution the add-on and buildout.cfg need, fetched by pip the way pip
+    is configured here (``pip download ... -c constraints.txt``), plus the fresh wheel.
 
-    ``pip install collective.plonecelery==VERSION -c constraints.txt`` (``--find-links``
-    names the folder holding the wheel; everything else comes from pip's usual places).
+    Kept in CACHE between runs while constraints.txt and setup.py are unchanged.
+    """
+    key = hashlib.sha256(CONSTRAINTS.read_bytes() + (ROOT / "setup.py").read_bytes())
+    folder = CACHE / f"wheelhouse-{key.hexdigest()[:16]}"
+    if not (folder / ".complete").exists():
+        started = time.monotonic()
+        folder.mkdir(parents=True, exist_ok=True)
+        run(
+            [sys.executable, "-m", "pip", "download", "-q", "-d", folder, dist.wheel]
+            + list(BUILDOUT_EXTRAS)
+            + ["zc.buildout", "-c", CONSTRAINTS],
+            env=clean_environment(),
+            timeout=1200,
+        )
+        (folder / ".complete").write_text("")
+        print(f"pip downloaded the wheelhouse in {time.monotonic() - started:.0f} s")
+    for old in folder.glob("collective_plonecelery-*.whl"):
+        old.unlink()
+    shutil.copy2(dist.wheel, folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory, dist, wheelhouse) -> Venv:
+    """A new virtualenv with the wheel installed by name, as a release would be:
+
+    ``pip install collective.plonecelery==VERSION -c constraints.txt``, from the
+    wheelhouse pip filled (``--no-index --find-links``): not editable, not the checkout.
     """
     venv = Venv(tmp_path_factory.mktemp("venv") / "venv")
     started = time.monotonic()
@@ -116,8 +234,9 @@ def installed(tmp_path_factory, dist) -> Venv:
             "install",
             "-q",
             f"{DISTRIBUTION}=={dist.version}",
+            "--no-index",
             "--find-links",
-            dist.directory,
+            wheelhouse,
             "-c",
             CONSTRAINTS,
         ],
