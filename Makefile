@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SENTINEL := $(VENV)/.installed
 
-.PHONY: bench-webhooks webhook install run test test-unit test-integration lint format docs bench constraints clean
+.PHONY: bench-webhooks webhook install run test test-topology test-unit test-integration lint format docs bench constraints clean
 
 $(SENTINEL): setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: lint
 	PLONECELERY_TEST_BROKER=sqlite $(BIN)/python -m pytest tests/integration -p no:cacheprovider
 	PLONECELERY_TEST_BROKER=redis $(BIN)/python -m pytest tests/integration -p no:cacheprovider
 	PLONECELERY_TEST_BROKER=amqp $(BIN)/python -m pytest tests/integration -p no:cacheprovider
+	$(BIN)/python -m pytest tests/topology -p no:cacheprovider
+
+## The seed topology in network namespaces (needs root: ip netns), once, not per broker
+test-topology: install
+	$(BIN)/python -m pytest tests/topology -p no:cacheprovider
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit -p no:cacheprovider
