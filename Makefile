@@ -5,7 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 SENTINEL := $(VENV)/.installed
 
+<<<<<<< HEAD
 .PHONY: bench-webhooks webhook install run test test-unit test-packaging test-integration lint format docs bench constraints clean
+=======
+.PHONY: bench-webhooks webhook install run test test-topology test-unit test-integration lint format docs bench constraints clean
+>>>>>>> topo
 
 $(SENTINEL): setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +30,11 @@ test: lint
 	PLONECELERY_TEST_BROKER=redis $(BIN)/python -m pytest tests/integration -p no:cacheprovider
 	PLONECELERY_TEST_BROKER=amqp $(BIN)/python -m pytest tests/integration -p no:cacheprovider
 	$(BIN)/python -m pytest tests/packaging -p no:cacheprovider
+	$(BIN)/python -m pytest tests/topology -p no:cacheprovider
+
+## The seed topology in network namespaces (needs root: ip netns), once, not per broker
+test-topology: install
+	$(BIN)/python -m pytest tests/topology -p no:cacheprovider
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit -p no:cacheprovider
