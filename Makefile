@@ -5,11 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SENTINEL := $(VENV)/.installed
 
-<<<<<<< HEAD
-.PHONY: bench-webhooks webhook install run test test-unit test-packaging test-integration lint format docs bench constraints clean
-=======
-.PHONY: bench-webhooks webhook install run test test-topology test-unit test-integration lint format docs bench constraints clean
->>>>>>> topo
+.PHONY: bench-webhooks webhook install run test test-topology test-unit test-packaging test-integration lint format docs bench constraints clean
 
 $(SENTINEL): setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
