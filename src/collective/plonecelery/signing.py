@@ -166,10 +166,23 @@ def seal_envelope(body=None, headers=None, **kwargs) -> None:
 
 
 class SignedRequest(Request):
-    """A worker's request that refuses a ``plonecelery`` header that was not signed."""
+    """A worker's request that refuses a ``plonecelery`` header that was not signed.
+
+    It also refuses, rather than dies of, a message whose body is not Celery's
+    ``(args, kwargs, embed)``: Celery's own Request raises ValueError for one, which
+    stops the whole worker ("Unrecoverable error"). Such a message is a forgery, or a
+    signed one reaching a worker that does not sign (during a switch to signing).
+    """
 
     def __init__(self, message, *args, **kwargs):
-        super().__init__(message, *args, **kwargs)
+        try:
+            super().__init__(message, *args, **kwargs)
+        except (ValueError, TypeError) as exc:
+            raise InvalidTaskError(
+                f"Refusing a message for {message.headers.get('task')!r} whose body is not "
+                f"Celery protocol 2 ({exc}); content type {message.content_type!r}: forged, "
+                "or signed for a worker with message signing on"
+            ) from exc
         app, headers, body = request_message(self)
         if app.conf.task_serializer == "auth":
             check_sealed(headers, body)

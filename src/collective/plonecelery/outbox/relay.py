@@ -145,7 +145,12 @@ class OutboxRelayStep(bootsteps.StartStopStep):
 
 
 # The name is stored nowhere but is what workers of every version route: keep it.
-@app.task(name="collective.plonecelery.outbox.relay_outbox", ignore_result=True, shared=False)
+@app.task(
+    name="collective.plonecelery.outbox.relay_outbox",
+    ignore_result=True,
+    shared=False,
+    Request="collective.plonecelery.signing:SignedRequest",
+)
 def relay_outbox():
     """Send outbox records that are still pending (runs in a worker)."""
     settings = addon_settings()
