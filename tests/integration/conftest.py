@@ -79,6 +79,9 @@ def broker_environment(base_dir: Path) -> dict[str, str]:
         # Relay pending outbox records quickly, so broker outages heal fast.
         "PLONECELERY_OUTBOX_GRACE": "2",
         "PLONECELERY_OUTBOX_RELAY_INTERVAL": "1",
+        # Workers beat every second; a started task nobody reports for 5 s is sent again.
+        "PLONECELERY_WORKER_HEARTBEAT": "1",
+        "PLONECELERY_OUTBOX_STARTED_TIMEOUT": "5",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
     }
 

@@ -103,6 +103,31 @@ def slow_count_run(key, seconds):
     return key
 
 
+@task()
+def count_then_die(key, marker):
+    """Counts, then, the first time only, kills its whole worker (pool process and main
+    process) right after the task's transaction committed: before the result is stored
+    and the message acknowledged."""
+    import os
+    import signal
+    from pathlib import Path
+
+    import transaction
+
+    runs = _runs(api.portal.get())
+    runs[key] = runs.get(key, 0) + 1
+    if not Path(marker).exists():
+        Path(marker).write_text(str(os.getpid()))
+
+        def die(committed):
+            if committed:
+                os.kill(os.getppid(), signal.SIGKILL)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        transaction.get().addAfterCommitHook(die)
+    return key
+
+
 @task.as_admin()
 def fail_unless_flag(key):
     portal = api.portal.get()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import uuid
@@ -10,6 +11,7 @@ import pytest
 import sample_tasks
 import transaction
 from conftest import BROKER
+from conftest import plonecelery_cli
 
 from collective.plonecelery.devtools import instance
 from collective.plonecelery.devtools.instance import bin_path
@@ -43,9 +45,16 @@ def test_other_pools_run_zope_tasks(harness, tmp_path, pool):
             transaction.commit()
         assert [r.get(timeout=TIMEOUT) for r in results] == [f"{queue}-{i}" for i in range(3)]
         assert seen.get(timeout=TIMEOUT)["user"] == "admin"
+        # Its presence, without any broadcast: the main process runs the tasks and beats.
+        document = json.loads(plonecelery_cli(harness, "workers", "--json"))
+        mine = [p for p in document["processes"] if p["nodename"].startswith(f"{queue}@")]
+        assert [(p["pool"], p["pid"], p["alive"]) for p in mine] == [(pool, worker.pid, True)]
     finally:
         instance.stop_process(worker)
     assert f"{queue}@" in log_file.read_text()
+    document = json.loads(plonecelery_cli(harness, "workers", "--json", "--all"))
+    mine = [p for p in document["processes"] if p["nodename"].startswith(f"{queue}@")]
+    assert [p["stopped"] is not None for p in mine] == [True], "a clean stop is recorded"
     with harness.session() as portal:
         assert {f"{queue}-{i}" for i in range(3)} <= set(portal.objectIds())
 

@@ -13,31 +13,32 @@ import uuid
 
 import transaction
 
-from collective.plonecelery import worker
+from collective.plonecelery.worker import process
+from collective.plonecelery.worker.environment import zope_environment
 
 
 def main(zope_conf: str, site_path: str) -> None:
-    worker.boot_zope(zope_conf)
+    process.boot_zope(zope_conf)
     import ship_tasks
 
     import collective.plonecelery
 
     doc_id = f"doc-{uuid.uuid4().hex[:8]}"
     with (
-        worker.use_database(worker.open_db()),
-        worker.zope_environment(site_path=site_path, userid="admin") as site,
+        process.use_database(process.open_db()),
+        zope_environment(site_path=site_path, userid="admin") as site,
     ):
         created = ship_tasks.create_document.delay(site, doc_id)
         transaction.commit()
     first = created.get(timeout=120)
     with (
-        worker.use_database(worker.open_db()),
-        worker.zope_environment(site_path=site_path, userid="admin") as site,
+        process.use_database(process.open_db()),
+        zope_environment(site_path=site_path, userid="admin") as site,
     ):
         retitled = ship_tasks.retitle_as_admin.delay(site, doc_id, "Retitled by a worker")
         transaction.commit()
     second = retitled.get(timeout=120)
-    worker.close_db()
+    process.close_db()
     print(
         json.dumps(
             {

@@ -125,8 +125,8 @@ def test_buildout_zeoserver_instance_worker(tmp_path, wheelhouse):
             lambda: port_open(zeo_port), what="ZEO did not listen", timeout=60, logs=[logs["zeo"]]
         )
         run(
-            [project / "bin" / "zopepy", "-m", "collective.plonecelery.instance", "create-site"]
-            + ["--zope-conf", zope_conf, "--admin-password", "admin"],
+            [project / "bin" / "zopepy", "-m", "collective.plonecelery.devtools.instance"]
+            + ["create-site", "--zope-conf", zope_conf, "--admin-password", "admin"],
             cwd=project,
             env=env,
             timeout=600,

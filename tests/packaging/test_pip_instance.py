@@ -9,7 +9,7 @@ What an admin types (docs/installation.rst, "With pip")::
     # edit instance/etc/zope.conf: ZEO <clientstorage> with server-sync on,
     # CELERY_* in <environment>; write instance/etc/zeo.conf
     venv/bin/runzeo -C instance/etc/zeo.conf
-    venv/bin/python -m collective.plonecelery.instance create-site \\
+    venv/bin/python -m collective.plonecelery.devtools.instance create-site \\
         --zope-conf instance/etc/zope.conf --admin-password admin
     venv/bin/runwsgi instance/etc/zope.ini
     venv/bin/plonecelery --zope-conf instance/etc/zope.conf worker -l info
@@ -107,7 +107,7 @@ def test_pip_install_mkwsgiinstance_and_worker(installed, tmp_path):
             lambda: port_open(zeo_port), what="runzeo did not listen", timeout=60, logs=[zeo_log]
         )
         run(
-            [installed.python, "-m", "collective.plonecelery.instance", "create-site"]
+            [installed.python, "-m", "collective.plonecelery.devtools.instance", "create-site"]
             + ["--zope-conf", zope_conf, "--admin-password", "admin"],
             cwd=home,
             env=env,

@@ -19,7 +19,7 @@ APP = "collective.plonecelery.app:app"
 
 
 #: Our own commands (argparse); everything else is Celery's (click).
-OWN_COMMANDS = ("deadletters", "import")
+OWN_COMMANDS = ("deadletters", "import", "workers")
 
 
 def top_parser() -> argparse.ArgumentParser:
@@ -30,7 +30,7 @@ def top_parser() -> argparse.ArgumentParser:
         description="Run Celery (worker, beat, inspect, purge, events, ...) "
         "as a Zope client of your Plone site's ZODB.",
         epilog="Commands: Celery's (worker, beat, inspect, purge, events, call, ...) and "
-        "'deadletters', 'import'. Any other arguments go to Celery, e.g. "
+        "'deadletters', 'import', 'workers'. Any other arguments go to Celery, e.g. "
         "'worker -l info -c 2'. 'plonecelery COMMAND --help' needs no zope.conf.",
     )
     parser.add_argument(
@@ -59,7 +59,11 @@ def wants_help(rest: list[str]) -> bool:
 def show_help(rest: list[str]) -> int:
     """Help of our own commands, or Celery's for its commands, without booting Zope."""
     if rest[0] in OWN_COMMANDS:
-        parser = {"deadletters": deadletters_parser, "import": import_parser}[rest[0]]()
+        parser = {
+            "deadletters": deadletters_parser,
+            "import": import_parser,
+            "workers": workers_parser,
+        }[rest[0]]()
         try:
             parser.parse_args(rest[1:])
         except SystemExit as exc:
@@ -125,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         return deadletters_command(rest[1:])
     if rest[:1] == ["import"]:
         return import_command(rest[1:])
+    if rest[:1] == ["workers"]:
+        return workers_command(rest[1:])
 
     return run_celery(rest)
 
@@ -150,6 +156,74 @@ def import_parser() -> argparse.ArgumentParser:
     parser.add_argument("--all", action="store_true", required=True, help="every post")
     parser.add_argument("--site", default="Plone", help="path of the Plone site (Plone)")
     return parser
+
+
+def workers_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="plonecelery workers",
+        description="Worker processes from their presence records (any broker, no broadcast), "
+        "and the started tasks the outbox relay watches: running, or orphaned and when "
+        "they are sent again.",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON document")
+    parser.add_argument("--all", action="store_true", help="also processes gone or stopped")
+    return parser
+
+
+def _age(now: float, moment: float | None) -> str:
+    return "-" if moment is None else f"{now - moment:.0f}s ago"
+
+
+def workers_command(argv: list[str]) -> int:
+    """``plonecelery workers [--json] [--all]``."""
+    import json
+    import time
+
+    from .app import app
+    from .config import addon_settings
+    from .outbox.relay import started_report
+    from .worker import presence
+    from .worker import process
+    from .zodb import own_connection
+
+    options = workers_parser().parse_args(argv)
+    timeout = addon_settings().outbox_started_timeout
+    now = time.time()
+    db = process.open_db()
+    try:
+        with own_connection(db) as (connection, tm):
+            tm.begin()
+            seen = presence.read(connection, now=now, timeout=timeout)
+        started = started_report(db=db, app=app, timeout=timeout, now=now)
+    finally:
+        process.close_db()
+    shown = [p for p in seen if options.all or p.alive]
+    if options.json:
+        document = {"now": now, "processes": [p.as_dict() for p in shown], "started": started}
+        print(json.dumps(document, indent=2, default=str))
+        return 0
+    print(f"{sum(p.alive for p in seen)} worker process(es) alive, {len(seen)} known")
+    for p in shown:
+        state = "alive" if p.alive else ("stopped" if p.stopped else "gone")
+        running = ", ".join(f"{name}[{task_id}]" for task_id, (name, _) in p.running.items())
+        print(
+            f"  {p.nodename or p.host} pid {p.pid} ({p.pool}) {state}, "
+            f"started {_age(now, p.started)}, last beat {_age(now, p.last_beat)}"
+            + (f", running {running}" if running else "")
+        )
+    print(f"{len(started)} started task(s) with a pending outbox record")
+    for entry in started:
+        if entry["verdict"] == "running":
+            plan = "running"
+        elif entry["verdict"] == "send":
+            plan = "orphaned: sent again at the next relay run"
+        else:
+            plan = f"orphaned if still unreported: sent again in {entry['due'] - now:.0f}s"
+        print(
+            f"  {entry['task_name']}[{entry['task_id']}] on {entry['worker']} pid "
+            f"{entry['pid']}: {plan} ({entry['reason']})"
+        )
+    return 0
 
 
 def deadletters_command(argv: list[str]) -> int:

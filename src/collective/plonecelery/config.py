@@ -285,6 +285,11 @@ class AddonSettings:
     outbox_relay_interval: float = 15.0
     #: Finished records are kept this long, to recognise redelivered messages.
     outbox_retention: float = 86400.0
+    #: A task a worker started, that no live worker process reports running for this
+    #: long (seconds), is sent again; a worker process silent this long counts as gone.
+    outbox_started_timeout: float = _positive(120.0)
+    #: How often each worker process refreshes its presence record (seconds).
+    worker_heartbeat: float = _positive(10.0)
     #: Base of the exponential back-off between retries of a failed blog fetch (seconds).
     import_backoff: float = _positive(30.0)
     #: A 429/503 whose Retry-After is longer than this (seconds) pauses the blog source until
@@ -326,4 +331,11 @@ def addon_settings(environ: Mapping[str, str] | None = None) -> AddonSettings:
         if setting.metadata.get("positive") and value <= 0:
             raise ConfigurationError(f"{variable}={environ[variable]!r} must be positive")
         values[setting.name] = value
-    return AddonSettings(**values)
+    settings = AddonSettings(**values)
+    if settings.outbox_started_timeout < 3 * settings.worker_heartbeat:
+        raise ConfigurationError(
+            f"PLONECELERY_OUTBOX_STARTED_TIMEOUT={settings.outbox_started_timeout:g} must be at "
+            f"least three heartbeats (PLONECELERY_WORKER_HEARTBEAT={settings.worker_heartbeat:g}"
+            "): a busy worker would otherwise be taken for a dead one and its tasks sent again."
+        )
+    return settings

@@ -36,7 +36,7 @@ def main():
     from BTrees.OOBTree import OOBTree
 
     from collective.plonecelery import deadletters
-    from collective.plonecelery.harness import WorkerHarness
+    from collective.plonecelery.devtools.harness import WorkerHarness
 
     class WithoutWorker(WorkerHarness):
         def start_worker(self, **kwargs):

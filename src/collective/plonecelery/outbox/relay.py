@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
+from BTrees.OOBTree import OOBTree
 from celery import bootsteps
 from ZODB.POSException import ConflictError
 
 from ..app import app
 from ..config import addon_settings
 from ..dispatch import Message
+from ..worker import presence
 from ..worker.process import get_db
 from ..zodb import own_connection
 from ..zodb import writer_id
@@ -38,7 +41,15 @@ def _take_lease(outbox: Outbox, *, owner: str, seconds: float, now: float) -> bo
     return True
 
 
-def relay(*, db, app, grace: float, retention: float, lease_seconds: float = 120.0) -> int:
+def relay(
+    *,
+    db,
+    app,
+    grace: float,
+    retention: float,
+    started_timeout: float = 120.0,
+    lease_seconds: float = 120.0,
+) -> int:
     """Send again what is still pending after ``grace`` seconds; sweep old records.
 
     Returns how many messages were sent. Safe to call from several workers:
@@ -60,8 +71,15 @@ def relay(*, db, app, grace: float, retention: float, lease_seconds: float = 120
                 # Another relay took the lease at the same moment.
                 return 0
             tm.begin()
-            sent = _send_pending(outbox, app=app, older_than=now - grace)
+            started = StartedTasks.read(
+                connection, outbox, now=now, timeout=started_timeout, writable=True
+            )
+            sent = _send_pending(outbox, app=app, older_than=now - grace, started=started)
+            started.forget_others()
             swept = sweep(outbox, now=now, retention=retention)
+            registry = presence.get_registry(connection, create=False)
+            if registry is not None:
+                swept += presence.forget(registry, older_than=now - retention)
             outbox.lease_owner = None
             outbox.lease_until = 0.0
             tm.commit()
@@ -73,7 +91,85 @@ def relay(*, db, app, grace: float, retention: float, lease_seconds: float = 120
     return sent
 
 
-def _send_pending(outbox: Outbox, *, app, older_than: float) -> int:
+@dataclass(frozen=True)
+class Verdict:
+    """What the relay does with a started task, and when."""
+
+    action: str  # "running", "wait" or "send"
+    reason: str
+    due: float | None = None
+
+
+class StartedTasks:
+    """Tells a started task that still runs from one whose worker is gone.
+
+    ``unreported`` remembers, per task id, since when no live worker process has
+    reported a started task (the relay alone writes it, so tasks never conflict
+    with it); a task that started since the last beat of its process is in it for
+    a beat or two, a task whose whole worker died without a trace until the timeout.
+    """
+
+    def __init__(
+        self, seen: list[presence.Seen], unreported, *, now: float, timeout: float, writable: bool
+    ):
+        self.writable = writable
+        self.alive = {task_id for task_id, p in presence.iter_running(seen) if p.alive}
+        self.dead = {task_id: p for task_id, p in presence.iter_running(seen) if not p.alive}
+        self.unreported = unreported
+        self.now = now
+        self.timeout = timeout
+        self.touched: set[str] = set()
+
+    @classmethod
+    def read(cls, connection, outbox: Outbox, *, now: float, timeout: float, writable: bool):
+        unreported = getattr(outbox, "unreported", None)
+        if unreported is None and writable:
+            unreported = outbox.unreported = OOBTree()
+        seen = presence.read(connection, now=now, timeout=timeout)
+        return cls(
+            seen,
+            {} if unreported is None else unreported,
+            now=now,
+            timeout=timeout,
+            writable=writable,
+        )
+
+    def verdict(self, task_id: str) -> Verdict:
+        if task_id in self.alive:
+            return Verdict("running", "a live worker process runs it")
+        gone = self.dead.get(task_id)
+        if gone is not None:
+            return Verdict(
+                "send",
+                f"its worker process {gone.nodename or gone.host} (pid {gone.pid}) "
+                f"stopped beating {self.now - gone.last_beat:.0f}s ago",
+                due=gone.last_beat + self.timeout,
+            )
+        since = self.unreported.get(task_id, self.now)
+        self.touched.add(task_id)
+        if self.writable and task_id not in self.unreported:
+            self.unreported[task_id] = since
+        due = since + self.timeout
+        return Verdict(
+            "send" if due <= self.now else "wait",
+            f"no live worker process has reported it for {self.now - since:.0f}s",
+            due=due,
+        )
+
+    def sent(self, task_id: str) -> None:
+        self.touched.discard(task_id)
+        if self.writable and task_id in self.unreported:
+            del self.unreported[task_id]
+
+    def forget_others(self) -> None:
+        """Drop what is remembered of tasks that ran since (relay runs only)."""
+        if not self.writable:
+            return
+        for task_id in [key for key in self.unreported if key not in self.touched]:
+            del self.unreported[task_id]
+
+
+def _send_pending(outbox: Outbox, *, app, older_than: float, started: StartedTasks) -> int:
     sent = 0
     for _, record in pending_records(outbox, older_than=older_than):
         task = app.tasks.get(record.task_name)
@@ -84,16 +180,28 @@ def _send_pending(outbox: Outbox, *, app, older_than: float) -> int:
                 record.task_name,
             )
             continue
-        state = app.AsyncResult(record.task_id).state
+        result = app.AsyncResult(record.task_id)
+        state = result.state
         if state in ("SUCCESS", "FAILURE"):
             # Read-only tasks leave their record pending (their result
             # says they ran): close it here, many in one commit.
             record.state = DONE if state == "SUCCESS" else FAILED
             record.finished = time.time()
             continue
-        if state != "PENDING":
-            # A worker has started it (task_track_started): a second copy
-            # would only do the same work and lose at commit.
+        if state == "STARTED":
+            verdict = started.verdict(record.task_id)
+            if verdict.action != "send":
+                continue
+            logger.warning(
+                "Outbox relay: %s[%s] was started, and %s: sending it again (attempt %d)",
+                record.task_name,
+                record.task_id,
+                verdict.reason,
+                record.attempts + 1,
+            )
+            started.sent(record.task_id)
+        elif state != "PENDING":
+            # RETRY: its next run is already queued, with its countdown.
             continue
         message = Message(
             task=task,
@@ -107,6 +215,46 @@ def _send_pending(outbox: Outbox, *, app, older_than: float) -> int:
         record.last_sent = time.time()
         sent += 1
     return sent
+
+
+def started_report(*, db, app, timeout: float, now: float | None = None) -> list[dict]:
+    """Pending outbox records whose task a worker started, with the relay's verdict.
+
+    For ``plonecelery workers --started`` and the operations pages: what is running,
+    what is orphaned, and when the relay sends it again. Writes nothing.
+    """
+    now = time.time() if now is None else now
+    report = []
+    with own_connection(db) as (connection, tm):
+        tm.begin()
+        outbox = get_outbox(connection, create=False)
+        if outbox is None:
+            return []
+        started = StartedTasks.read(connection, outbox, now=now, timeout=timeout, writable=False)
+        for _, record in iter_pending(outbox):
+            result = app.AsyncResult(record.task_id)
+            if result.state != "STARTED":
+                continue
+            info = result.info if isinstance(result.info, dict) else {}
+            verdict = started.verdict(record.task_id)
+            report.append(
+                {
+                    "task_id": record.task_id,
+                    "task_name": record.task_name,
+                    "worker": info.get("hostname"),
+                    "pid": info.get("pid"),
+                    "attempts": record.attempts,
+                    "last_sent": record.last_sent,
+                    "verdict": verdict.action,
+                    "reason": verdict.reason,
+                    "due": verdict.due,
+                }
+            )
+    return report
+
+
+def iter_pending(outbox: Outbox):
+    return pending_records(outbox, older_than=float("inf"))
 
 
 def _plain(value):
@@ -159,4 +307,5 @@ def relay_outbox():
         app=app,
         grace=settings.outbox_grace,
         retention=settings.outbox_retention,
+        started_timeout=settings.outbox_started_timeout,
     )

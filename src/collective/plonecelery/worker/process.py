@@ -8,7 +8,8 @@
   ``threads`` pools) and reopens it if the process id changed.
 * :class:`ZopeFixup` is all the glue to Celery's worker signals, installed on
   the app by :func:`fixup` (as Celery's own Django fixup is): it is handed the
-  app and never imports it.
+  app and never imports it. It also keeps the process's presence beating
+  (:mod:`.presence`): which tasks run here, for the outbox relay and for people.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from contextlib import contextmanager
 
 from celery import signals
 
+from ..config import addon_settings
 from ..config import own_variables
 from ..internals import zope_configured
 from ..outbox.records import ensure_outbox
 from ..zeo import forget_oids_on_reconnect
 from ..zeo import warn_without_server_sync
+from . import presence
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +126,7 @@ def open_db():
         forget_oids_on_reconnect(_db)
         warn_without_server_sync(_db)
         ensure_outbox(_db)
+        presence.ensure_registry(_db)
         Zope2.DB = _db
         logger.info("Opened the ZODB in process %s", _db_pid)
         return _db
@@ -168,7 +172,8 @@ def use_database(db) -> Iterator[None]:
 
 
 class ZopeFixup:
-    """The worker's lifecycle glue: a ZODB per pool process, closed at shutdown.
+    """The worker's lifecycle glue: a ZODB and a heartbeat per process that runs
+    tasks, both closed at shutdown.
 
     Celery sends these signals for every app's worker in the process: the fixup acts
     only for a worker of its own app.
@@ -177,10 +182,16 @@ class ZopeFixup:
     def __init__(self, app):
         self.app = app
         self.ours = False
+        self.nodename = ""
+        self.heartbeat: presence.Heartbeat | None = None
+        self.heartbeat_pid: int | None = None
 
     def install(self) -> ZopeFixup:
         signals.worker_init.connect(self.on_worker_init, weak=False)
         signals.worker_process_init.connect(self.on_worker_process_init, weak=False)
+        signals.worker_ready.connect(self.on_worker_ready, weak=False)
+        signals.task_prerun.connect(self.on_task_prerun, weak=False)
+        signals.task_postrun.connect(self.on_task_postrun, weak=False)
         signals.worker_process_shutdown.connect(self.on_worker_process_shutdown, weak=False)
         signals.worker_shutdown.connect(self.on_worker_shutdown, weak=False)
         return self
@@ -188,18 +199,51 @@ class ZopeFixup:
     def on_worker_init(self, sender=None, **kwargs) -> None:
         # Set in the main process, before the pool forks: children inherit it.
         self.ours = getattr(sender, "app", None) is self.app
+        if self.ours:
+            self.nodename = getattr(sender, "hostname", "") or ""
 
     def on_worker_process_init(self, **kwargs) -> None:
         # A fresh pool process after the fork: its own ZODB, never the parent's.
         if self.ours and zope_booted():
-            open_db()
+            self.start_heartbeat(open_db(), pool="prefork")
+
+    def on_worker_ready(self, sender=None, **kwargs) -> None:
+        # solo and threads pools run tasks in the main process: it beats itself.
+        pool = getattr(sender, "pool", None)
+        kind = type(pool).__module__.rsplit(".", 1)[-1]
+        kind = {"thread": "threads"}.get(kind, kind)  # as in ``-P threads``
+        if self.ours and zope_booted() and kind != "prefork":
+            self.start_heartbeat(get_db(), pool=kind)
+
+    def start_heartbeat(self, db, *, pool: str) -> None:
+        settings = addon_settings()
+        self.heartbeat = presence.Heartbeat(
+            db, nodename=self.nodename, pool=pool, interval=settings.worker_heartbeat
+        ).start()
+        self.heartbeat_pid = os.getpid()
+
+    def on_task_prerun(self, sender=None, task_id=None, **kwargs) -> None:
+        if self.ours and task_id:
+            presence.task_started(task_id, getattr(sender, "name", "?"))
+
+    def on_task_postrun(self, sender=None, task_id=None, **kwargs) -> None:
+        if self.ours and task_id:
+            presence.task_ended(task_id)
+
+    def stop_heartbeat(self) -> None:
+        # A forked child inherits the parent's object, never its thread.
+        if self.heartbeat is not None and self.heartbeat_pid == os.getpid():
+            self.heartbeat.stop()
+        self.heartbeat = None
 
     def on_worker_process_shutdown(self, **kwargs) -> None:
         if self.ours:
+            self.stop_heartbeat()
             close_db()
 
     def on_worker_shutdown(self, sender=None, **kwargs) -> None:
         if getattr(sender, "app", None) is self.app:
+            self.stop_heartbeat()
             close_db()
 
 
