@@ -60,7 +60,11 @@ def make_zeo_client(zope_conf, *, zeo_port: int, blob_dir, environment: dict[str
     )
     assert count == 1, "mkwsgiinstance's zope.conf has no <zodb_db main> section?"
     lines = "\n".join(f"  {name} {value}" for name, value in environment.items())
-    text = text.replace("<environment>\n", f"<environment>\n{lines}\n", 1)
+    # The section itself, not the commented-out example above it.
+    text, count = re.subn(
+        r"^<environment>\n", f"<environment>\n{lines}\n", text, count=1, flags=re.M
+    )
+    assert count == 1, "mkwsgiinstance's zope.conf has no <environment> section?"
     zope_conf.write_text("%import ZEO\n" + text)
 
 

@@ -45,6 +45,21 @@ def root_object(connection, key: str, factory, *, create: bool):
     return obj
 
 
+def ensure_root_object(db, key: str, factory) -> None:
+    """Create the root object ``key`` at start-up, so that first uses never race to."""
+    from ZODB.POSException import ConflictError
+
+    with own_connection(db) as (connection, tm):
+        tm.begin()
+        if connection.root().get(key) is not None:
+            return
+        root_object(connection, key, factory, create=True)
+        try:
+            tm.commit()
+        except ConflictError:
+            pass  # another process just created it
+
+
 def writer_id() -> str:
     """Host, process and thread of the caller.
 

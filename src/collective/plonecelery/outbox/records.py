@@ -28,9 +28,8 @@ from dataclasses import dataclass
 
 from BTrees.OOBTree import OOBTree
 from persistent import Persistent
-from ZODB.POSException import ConflictError
 
-from ..zodb import own_connection
+from ..zodb import ensure_root_object
 from ..zodb import root_object
 from ..zodb import writer_id
 
@@ -92,15 +91,7 @@ def get_outbox(connection, *, create: bool = True) -> Outbox | None:
 
 def ensure_outbox(db) -> None:
     """Create the outbox at start-up, so first uses never race to create it."""
-    with own_connection(db) as (connection, tm):
-        tm.begin()
-        if connection.root().get(ROOT_KEY) is not None:
-            return
-        get_outbox(connection)
-        try:
-            tm.commit()
-        except ConflictError:
-            pass  # somebody else just created it
+    ensure_root_object(db, ROOT_KEY, Outbox)
 
 
 def on_database_opened(event) -> None:

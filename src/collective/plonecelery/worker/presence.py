@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 from BTrees.OOBTree import OOBTree
 from persistent import Persistent
-from ZODB.POSException import ConflictError
 
+from ..zodb import ensure_root_object
 from ..zodb import own_connection
 from ..zodb import retryable_errors
 from ..zodb import root_object
@@ -89,15 +89,7 @@ def get_registry(connection, *, create: bool = True) -> Registry | None:
 
 def ensure_registry(db) -> None:
     """Create the registry at start-up, so that pool processes never race to create it."""
-    with own_connection(db) as (connection, tm):
-        tm.begin()
-        if connection.root().get(ROOT_KEY) is not None:
-            return
-        get_registry(connection)
-        try:
-            tm.commit()
-        except ConflictError:
-            pass  # another process just created it
+    ensure_root_object(db, ROOT_KEY, Registry)
 
 
 def read(connection, *, now: float, timeout: float) -> list[Seen]:
