@@ -137,7 +137,7 @@ def test_whole_worker_killed_mid_task_is_run_again_once(harness):
 def test_workers_command_shows_an_orphaned_task_and_when_it_is_sent_again(harness):
     (key,) = keys("orphan-cli", 1)
     with harness.session():
-        result = sample_tasks.slow_count_run.delay(key, 30)
+        result = sample_tasks.slow_count_run.delay(key, 15)
         transaction.commit()
     harness.wait_for_log(f"slow task started {key}", timeout=60)
     pool_pid = children_of(harness.worker.pid)[0]

@@ -183,6 +183,7 @@ class ZopeFixup:
         self.app = app
         self.ours = False
         self.nodename = ""
+        self.main_pid: int | None = None
         self.heartbeat: presence.Heartbeat | None = None
         self.heartbeat_pid: int | None = None
 
@@ -201,11 +202,15 @@ class ZopeFixup:
         self.ours = getattr(sender, "app", None) is self.app
         if self.ours:
             self.nodename = getattr(sender, "hostname", "") or ""
+            self.main_pid = os.getpid()
 
     def on_worker_process_init(self, **kwargs) -> None:
         # A fresh pool process after the fork: its own ZODB, never the parent's.
         if self.ours and zope_booted():
-            self.start_heartbeat(open_db(), pool="prefork")
+            db = open_db()
+            # The solo pool sends this signal too, in the main process: see on_worker_ready.
+            if os.getpid() != self.main_pid:
+                self.start_heartbeat(db, pool="prefork")
 
     def on_worker_ready(self, sender=None, **kwargs) -> None:
         # solo and threads pools run tasks in the main process: it beats itself.
