@@ -93,4 +93,14 @@ def enable_behavior(portal_type: str) -> bool:
         return False
     # manage_changeProperties fires the FTI modification event that refreshes cached schemas.
     fti.manage_changeProperties(behaviors=(*behaviors, BEHAVIOR))
+    # Items of this type imported before an uninstall provide the behavior again: index
+    # them, so that their posts' next imports find them instead of making second items.
+    from plone import api
+
+    from .indexers import INDEX
+
+    for brain in api.content.find(portal_type=portal_type, unrestricted=True):
+        obj = brain._unrestrictedGetObject()
+        if getattr(obj, "remote_id", None):
+            obj.reindexObject(idxs=[INDEX])
     return True
