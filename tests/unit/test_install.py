@@ -64,3 +64,64 @@ class TestInstallUninstall(unittest.TestCase):
         self.assertIn("plonecelery-sources", self.configlets())
         setup = api.portal.get_tool("portal_setup")
         self.assertEqual(setup.listUpgrades(f"{PRODUCT}:default"), [])
+
+
+class TestUpgradeFromTheFirstProfile(unittest.TestCase):
+    """A site installed with profile version 1000 (the first release's profile: metadata
+    and the plone.restapi dependency, nothing else) is brought up to date by the upgrade
+    steps, run as the Add-ons control panel runs them."""
+
+    layer = PLONECELERY_EAGER_FUNCTIONAL_TESTING
+
+    def state(self) -> dict:
+        catalog = api.portal.get_tool("portal_catalog")
+        panel = api.portal.get_tool("portal_controlpanel")
+        attributes = api.portal.get_registry_record("plone.custom_attributes")
+        return {
+            "index": INDEX in catalog.indexes(),
+            "configlet": "plonecelery-sources" in [a.getId() for a in panel.listActions()],
+            "user": api.user.get(username="plonecelery-importer") is not None,
+            "attributes": sorted(a for a in attributes if a in ("sandbox", "referrerpolicy")),
+        }
+
+    def test_upgrade_steps_from_1000_give_what_a_fresh_install_gives(self):
+        portal = self.layer["portal"]
+        login(self.layer["app"], SITE_OWNER_NAME)
+        setup = api.portal.get_tool("portal_setup")
+        catalog = api.portal.get_tool("portal_catalog")
+        panel = api.portal.get_tool("portal_controlpanel")
+        record = "plone.custom_attributes"
+        fresh = self.state()
+        self.assertEqual(
+            fresh,
+            {
+                "index": True,
+                "configlet": True,
+                "user": True,
+                "attributes": ["referrerpolicy", "sandbox"],
+            },
+        )
+        # The state profile 1000 left.
+        catalog.delIndex(INDEX)
+        panel.unregisterConfiglet("plonecelery-sources")
+        api.user.delete(username="plonecelery-importer")
+        api.portal.set_registry_record(
+            record,
+            [
+                a
+                for a in api.portal.get_registry_record(record)
+                if a not in ("sandbox", "referrerpolicy")
+            ],
+        )
+        setup.setLastVersionForProfile(f"{PRODUCT}:default", "1000")
+        self.assertEqual(
+            [step["ssource"] for step in setup.listUpgrades(f"{PRODUCT}:default")], ["1000", "1001"]
+        )
+
+        setup.upgradeProfile(f"{PRODUCT}:default")
+
+        self.assertEqual(setup.getLastVersionForProfile(f"{PRODUCT}:default"), ("1002",))
+        self.assertEqual(setup.listUpgrades(f"{PRODUCT}:default"), [])
+        upgraded = self.state()
+        self.assertEqual(upgraded, fresh)
+        self.assertIs(portal, api.portal.get())
