@@ -67,6 +67,39 @@ Block = dict[str, Any]
 Node = dict[str, Any]
 
 
+def write_blocks(item, *, html: str, seed: str, mode: str, fields: set[str]) -> str | None:
+    """Replace the blocks of ``item`` by those of ``html``, as ``mode`` says; returns a note.
+
+    ``mode`` is the source's ``volto_blocks``: ``off`` leaves the blocks alone, ``auto``
+    writes them when the type has the blocks fields (``fields``: the item's field names) and
+    plone.volto is installed, ``on`` whenever the type has them (and notes why not otherwise).
+    The blocks are replaced as a whole, so a re-import never appends.
+    """
+    if mode == "off":
+        return None
+    if not {"blocks", "blocks_layout"} <= fields:
+        if mode == "on":
+            return (
+                f"imported without Volto blocks: {item.portal_type} lacks the "
+                f"{BLOCKS_BEHAVIOR} behavior"
+            )
+        return None
+    if mode == "auto" and not volto_installed():
+        return None
+    data = volto_blocks(html, seed=seed)
+    item.blocks = data["blocks"]
+    item.blocks_layout = data["blocks_layout"]
+    return None
+
+
+def volto_installed() -> bool:
+    """True if the current site has plone.volto's profile installed (a Volto site)."""
+    from plone import api
+
+    setup = api.portal.get_tool("portal_setup")
+    return setup.getLastVersionForProfile(VOLTO_PROFILE) not in ("unknown", None)
+
+
 def volto_blocks(html: str, *, seed: str) -> dict[str, Any]:
     """Return ``{"blocks": ..., "blocks_layout": {"items": [...]}}`` for ``html``.
 
