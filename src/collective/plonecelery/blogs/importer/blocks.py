@@ -167,13 +167,22 @@ class _Converter:
         return media_blocks(element, tag)
 
     def contents(self, element) -> list[Node | Block]:
+        """The inline content of ``element``: slate nodes, and the blocks found among them."""
+        return self.flow(element, lambda items, child, tag: self.inline(child, tag))
+
+    def flow(self, element, items_of) -> list[Node | Block]:
+        """``element``'s text, and ``items_of(items so far, child, tag)`` for each child."""
         items: list[Node | Block] = _text(element.text)
         for child in element:
             tag = _tag(child)
             if tag not in _DROPPED:
-                items += self.inline(child, tag)
+                items += items_of(items, child, tag)
             items += _text(child.tail)
         return items
+
+    def line(self, items: list[Node | Block], element) -> list[Node | Block]:
+        """``element``'s content as a line of its own after ``items``."""
+        return [*([{"text": "\n"}] if _has_text(items) else []), *self.contents(element)]
 
     def inline(self, element, tag: str) -> list[Node | Block]:
         if tag == "br":
@@ -205,36 +214,24 @@ class _Converter:
         return items, media
 
     def li_contents(self, element) -> list[Node | Block]:
-        items: list[Node | Block] = _text(element.text)
-        for child in element:
-            tag = _tag(child)
-            if tag in _LISTS:
-                nested, media = self.list_items(child)
-                if nested:
-                    items.append({"type": tag, "children": nested})
-                items += media
-            elif tag in _TEXT_BLOCKS or tag in _UNWRAPPED:
-                if _has_text(items):
-                    items.append({"text": "\n"})
-                items += self.contents(child)
-            elif tag not in _DROPPED:
-                items += self.inline(child, tag)
-            items += _text(child.tail)
-        return items
+        return self.flow(element, self.li_child)
+
+    def li_child(self, items: list[Node | Block], child, tag: str) -> list[Node | Block]:
+        if tag in _LISTS:
+            nested, media = self.list_items(child)
+            return [*([{"type": tag, "children": nested}] if nested else []), *media]
+        if tag in _TEXT_BLOCKS or tag in _UNWRAPPED:
+            return self.line(items, child)
+        return self.inline(child, tag)
 
     def quoted(self, element) -> list[Node | Block]:
         """A blockquote's paragraphs as lines of one quote."""
-        items: list[Node | Block] = _text(element.text)
-        for child in element:
-            tag = _tag(child)
-            if _is_block_level(tag) and tag not in _MEDIA and tag not in _AS_HTML:
-                if _has_text(items):
-                    items.append({"text": "\n"})
-                items += self.contents(child)
-            elif tag not in _DROPPED:
-                items += self.inline(child, tag)
-            items += _text(child.tail)
-        return items
+        return self.flow(element, self.quoted_child)
+
+    def quoted_child(self, items: list[Node | Block], child, tag: str) -> list[Node | Block]:
+        if _is_block_level(tag) and tag not in _MEDIA and tag not in _AS_HTML:
+            return self.line(items, child)
+        return self.inline(child, tag)
 
 
 def text_blocks(kind: str, items: list[Node | Block]) -> list[Block]:
