@@ -41,8 +41,6 @@ from urllib.parse import urlsplit
 
 logger = logging.getLogger(__name__)
 
-#: Values of the source option ``volto_blocks`` that write blocks when the type has them.
-MODES = ("auto", "on", "off")
 #: The profile whose installation makes ``auto`` write blocks.
 VOLTO_PROFILE = "plone.volto:default"
 #: The behavior that gives a type its ``blocks`` and ``blocks_layout`` fields (plone.restapi).
@@ -68,12 +66,18 @@ Node = dict[str, Any]
 
 
 def write_blocks(item, *, html: str, seed: str, mode: str, fields: set[str]) -> str | None:
-    """Replace the blocks of ``item`` by those of ``html``, as ``mode`` says; returns a note.
+    """Replace the blocks of ``item`` by those of ``html``, as ``mode`` says.
 
-    ``mode`` is the source's ``volto_blocks``: ``off`` leaves the blocks alone, ``auto``
-    writes them when the type has the blocks fields (``fields``: the item's field names) and
-    plone.volto is installed, ``on`` whenever the type has them (and notes why not otherwise).
     The blocks are replaced as a whole, so a re-import never appends.
+
+    :param item: [required] The content item being imported (created or updated).
+    :param html: [required] The post's sanitised HTML (``RemotePost.html``).
+    :param seed: [required] What the block ids derive from: the item's remote key.
+    :param mode: [required] The source's ``volto_blocks``: ``off`` leaves the blocks alone,
+        ``auto`` writes them when the type has the blocks fields and plone.volto is
+        installed, ``on`` whenever the type has them.
+    :param fields: [required] The field names of the item's type (schema and behaviors).
+    :returns: A note for the delivery log (``on`` for a type without blocks), else None.
     """
     if mode == "off":
         return None
@@ -89,11 +93,15 @@ def write_blocks(item, *, html: str, seed: str, mode: str, fields: set[str]) -> 
     data = volto_blocks(html, seed=seed)
     item.blocks = data["blocks"]
     item.blocks_layout = data["blocks_layout"]
+    logger.debug("%s: %d Volto blocks", seed, len(data["blocks"]))
     return None
 
 
 def volto_installed() -> bool:
-    """True if the current site has plone.volto's profile installed (a Volto site)."""
+    """Tell whether the current site has plone.volto's profile installed (a Volto site).
+
+    :returns: True if ``plone.volto:default`` is installed in the current site.
+    """
     from plone import api
 
     setup = api.portal.get_tool("portal_setup")
@@ -101,10 +109,14 @@ def volto_installed() -> bool:
 
 
 def volto_blocks(html: str, *, seed: str) -> dict[str, Any]:
-    """Return ``{"blocks": ..., "blocks_layout": {"items": [...]}}`` for ``html``.
+    """Convert ``html`` into the ``blocks`` and ``blocks_layout`` of a Volto page.
 
-    A title block comes first, then the blocks of :func:`html_to_blocks`. Ids are
-    :func:`block_ids` of ``seed``: the same post gives the same ids.
+    A title block comes first, then the blocks of :func:`html_to_blocks`.
+
+    :param html: [required] Sanitised HTML (what ``readers.sanitize.clean_html`` returns).
+    :param seed: [required] What the ids derive from (:func:`block_ids`): the same seed
+        gives the same ids.
+    :returns: ``{"blocks": {id: block}, "blocks_layout": {"items": [id, ...]}}``.
 
     >>> [block["@type"] for block in volto_blocks("<p>Hi</p>", seed="blog:1")["blocks"].values()]
     ['title', 'slate']
@@ -115,12 +127,20 @@ def volto_blocks(html: str, *, seed: str) -> dict[str, Any]:
 
 
 def block_ids(seed: str, count: int) -> list[str]:
-    """``count`` block ids, the same for the same ``seed`` (UUIDs, as Volto makes them)."""
+    """Make ``count`` block ids, the same for the same ``seed``.
+
+    :param seed: [required] Any string; the item's remote key for imported posts.
+    :param count: [required] How many ids.
+    :returns: A list of UUID strings (the form of Volto's own block ids).
+    """
     return [str(uuid.uuid5(_NAMESPACE, f"{seed}#{index}")) for index in range(count)]
 
 
 def html_to_blocks(html: str) -> list[Block]:
-    """The blocks of sanitised ``html``, in document order (no title block).
+    """Convert sanitised ``html`` into Volto blocks, in document order (no title block).
+
+    :param html: [required] Sanitised HTML (what ``readers.sanitize.clean_html`` returns).
+    :returns: A list of blocks (slate, image, video, html).
 
     >>> html_to_blocks("<h2>News</h2>")[0]["value"]
     [{'type': 'h2', 'children': [{'text': 'News'}]}]
@@ -288,7 +308,10 @@ def media_blocks(element, tag: str) -> list[Block]:
 
 
 def video_url(src: str) -> str | None:
-    """The URL Volto's video block plays for an embed ``src`` (YouTube, Vimeo), else None.
+    """Turn an embed ``src`` (YouTube, Vimeo) into the URL Volto's video block plays.
+
+    :param src: [required] The ``src`` of an iframe.
+    :returns: The video URL, or None for other hosts or an embed without a video id.
 
     >>> video_url("https://www.youtube.com/embed/dQw4w9WgXcQ?rel=0")
     'https://www.youtube.com/watch?v=dQw4w9WgXcQ'
