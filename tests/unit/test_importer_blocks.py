@@ -220,6 +220,7 @@ def test_block_ids_are_the_same_on_re_import_and_differ_between_posts():
         ("https://www.youtube.com/embed/", None),
         ("https://player.vimeo.com/", None),
         ("https://maps.example.org/embed/1", None),
+        ("https://[::1/embed/x", None),
     ],
 )
 def test_video_url_is_what_voltos_video_block_plays(src, url):
@@ -274,3 +275,17 @@ def test_off_never_touches_the_blocks(volto_site):
     obj.blocks = {"kept": {"@type": "slate"}}
     assert blocks.write_blocks(obj, html="<p>A</p>", seed="s:1", mode="off", fields=FIELDS) is None
     assert obj.blocks == {"kept": {"@type": "slate"}}
+
+
+@pytest.mark.parametrize(
+    ("opening", "closing"),
+    [
+        ("<strong>", "</strong>"),
+        ("<ul><li>", "</li></ul>"),
+        ("<blockquote><div>", "</div></blockquote>"),
+    ],
+)
+def test_deep_nesting_keeps_its_text_and_never_fails_the_import(opening, closing):
+    result = convert(f"<p>Top</p>{opening * 600}deep{closing * 600}<p>End</p>")
+    assert result[0]["plaintext"] == "Top" and result[-1]["plaintext"] == "End"
+    assert any("deep" in block.get("plaintext", "") for block in result)

@@ -46,6 +46,10 @@ VOLTO_PROFILE = "plone.volto:default"
 #: The behavior that gives a type its ``blocks`` and ``blocks_layout`` fields (plone.restapi).
 BLOCKS_BEHAVIOR = "volto.blocks"
 
+#: Elements nested deeper than this keep only their text: odd or hostile HTML (hundreds of
+#: nested spans) must not exhaust Python's recursion limit and fail the import.
+MAX_DEPTH = 48
+
 _NAMESPACE = uuid.UUID("6f0c3c2e-6d1b-5b8e-9a53-0c6a1f4e2d7b")
 _TEXT_BLOCKS = {"p": "p", "figcaption": "p", **{f"h{n}": f"h{n}" for n in range(2, 7)}, "h1": "h2"}
 _LISTS = {"ul", "ol"}
@@ -149,14 +153,29 @@ def html_to_blocks(html: str) -> list[Block]:
         return []
     from lxml import html as lxml_html
 
-    root = lxml_html.fragment_fromstring(html, create_parent="div")
+    # huge_tree: libxml2 would otherwise drop what is nested deeper than 255 (MAX_DEPTH
+    # bounds the walk instead).
+    parser = lxml_html.HTMLParser(huge_tree=True)
+    root = lxml_html.fragment_fromstring(html, create_parent="div", parser=parser)
     return _Converter().container(root)
 
 
 class _Converter:
     """Walks the tree once; inline content is collected until a block-level element ends it."""
 
+    def __init__(self):
+        self.depth = 0
+
     def container(self, element) -> list[Block]:
+        if self.depth >= MAX_DEPTH:
+            return text_blocks("p", _text(element.text_content()))
+        self.depth += 1
+        try:
+            return self._container(element)
+        finally:
+            self.depth -= 1
+
+    def _container(self, element) -> list[Block]:
         blocks: list[Block] = []
         pending: list[Node | Block] = _text(element.text)
         for child in element:
@@ -192,13 +211,19 @@ class _Converter:
 
     def flow(self, element, items_of) -> list[Node | Block]:
         """``element``'s text, and ``items_of(items so far, child, tag)`` for each child."""
-        items: list[Node | Block] = _text(element.text)
-        for child in element:
-            tag = _tag(child)
-            if tag not in _DROPPED:
-                items += items_of(items, child, tag)
-            items += _text(child.tail)
-        return items
+        if self.depth >= MAX_DEPTH:
+            return _text(element.text_content())
+        self.depth += 1
+        try:
+            items: list[Node | Block] = _text(element.text)
+            for child in element:
+                tag = _tag(child)
+                if tag not in _DROPPED:
+                    items += items_of(items, child, tag)
+                items += _text(child.tail)
+            return items
+        finally:
+            self.depth -= 1
 
     def line(self, items: list[Node | Block], element) -> list[Node | Block]:
         """``element``'s content as a line of its own after ``items``."""
@@ -318,8 +343,11 @@ def video_url(src: str) -> str | None:
     >>> video_url("https://player.vimeo.com/video/76979871")
     'https://vimeo.com/76979871'
     """
-    parts = urlsplit(src)
-    host = (parts.hostname or "").lower()
+    try:
+        parts = urlsplit(src)
+        host = (parts.hostname or "").lower()
+    except ValueError:  # e.g. a broken IPv6 host; the sanitiser keeps none, but be sure
+        return None
     path = [segment for segment in parts.path.split("/") if segment]
     if host in _YOUTUBE_HOSTS:
         if host == "youtu.be" and path:
