@@ -51,6 +51,8 @@ setup(
         "test": [
             "plone.app.testing",
             "plone.app.contenttypes",
+            # A Volto site for the Volto blocks test (tests/integration/test_import_volto.py).
+            "plone.volto",
             "pytest",
             "pytest-httpserver",
             "pytest-timeout",

@@ -766,3 +766,53 @@ def test_queue_import_refuses_bad_arguments(portal, ghost):
         importer.queue_import(ghost, remote_id=POST_ID, action="delete")
     with pytest.raises(ValueError, match="remote_id is required"):
         importer.queue_import(ghost, remote_id=None, action="upsert")
+
+
+# -- Volto blocks ----------------------------------------------------------------------------
+
+
+def enable_blocks(portal):
+    fti = portal.portal_types["News Item"]
+    with api.env.adopt_roles(["Manager"]):
+        fti.manage_changeProperties(behaviors=(*fti.behaviors, "volto.blocks"))
+    transaction.commit()
+
+
+def block_texts(item) -> list:
+    return [item.blocks[block_id].get("plaintext") for block_id in item.blocks_layout["items"]]
+
+
+def test_volto_blocks_on_writes_text_and_blocks_and_replaces_the_blocks(portal, httpserver, blog):
+    enable_blocks(portal)  # a type with both fields, on a site without plone.volto
+    config = add_source(portal, httpserver, volto_blocks="on")
+    blog.add(ghost_post(html="<h2>Hello</h2><p>One</p><p>Two</p>"))
+    deliver(config, POST_ID)
+    item = only_item(portal, config, POST_ID)
+    assert item.text.raw == "<h2>Hello</h2><p>One</p><p>Two</p>"
+    assert block_texts(item) == [None, "Hello", "One", "Two"]
+    ids = item.blocks_layout["items"]
+    blog.add(ghost_post(html="<p>Only</p>", updated_at="2019-04-01T10:00:00.000+00:00"))
+    deliver(config, POST_ID)
+    item = only_item(portal, config, POST_ID)
+    assert item.text.raw == "<p>Only</p>"
+    assert block_texts(item) == [None, "Only"]
+    assert item.blocks_layout["items"] == ids[:2] and len(item.blocks) == 2
+    assert item.UID() == api.content.find(SearchableText="Only")[0].UID
+
+
+def test_volto_blocks_auto_writes_none_without_plone_volto(portal, httpserver, blog):
+    enable_blocks(portal)
+    config = add_source(portal, httpserver)
+    blog.add(ghost_post(feature_image=None))
+    result, delivery = deliver(config, POST_ID)
+    assert (delivery["status"], result.result["note"]) == ("imported", None)
+    assert only_item(portal, config, POST_ID).blocks == {}  # the field's default
+
+
+def test_volto_blocks_on_for_a_type_without_blocks_says_so(portal, httpserver, blog):
+    config = add_source(portal, httpserver, volto_blocks="on")
+    blog.add(ghost_post(feature_image=None))
+    result, _ = deliver(config, POST_ID)
+    assert result.result["note"] == (
+        "imported without Volto blocks: News Item lacks the volto.blocks behavior"
+    )

@@ -156,6 +156,7 @@ def test_add_through_the_form(manager, portal):
     form["target"] = "news"
     form["cdn_hosts"] = "cdn.example.org\n\nimg.example.org\n"
     form["tolerance"] = "600"
+    form["volto_blocks"] = "off"
     response = form.submit("form.buttons.save", status=302)
     overview = response.follow()
     assert "Source saved." in overview.text
@@ -165,6 +166,7 @@ def test_add_through_the_form(manager, portal):
     assert config.tolerance == 600
     assert config.header_name == "X-WC-Webhook-Signature"
     assert config.insecure is False
+    assert config.volto_blocks == "off"
 
 
 def test_invalid_input_shows_the_error_and_keeps_what_was_typed(manager, portal):

@@ -76,6 +76,7 @@ def test_allowed_hosts_are_api_host_plus_cdn_hosts():
             "https",
         ),
         ({"on_remove": "archive"}, "retract, delete"),
+        ({"volto_blocks": "yes"}, "auto, on, off"),
         ({"portal_type": ""}, "portal_type"),
         ({"tolerance": 0}, "tolerance"),
         ({"cdn_hosts": ("https://cdn.example.org/x",)}, "bare host"),
@@ -189,5 +190,5 @@ def test_field_names_match_the_documented_list():
             "transition",
             "on_remove",
         ),
-        *("cdn_hosts", "allow_private", "iframe_hosts", "tolerance"),
+        *("cdn_hosts", "allow_private", "iframe_hosts", "tolerance", "volto_blocks"),
     ]

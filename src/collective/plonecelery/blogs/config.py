@@ -25,6 +25,7 @@ from collective.plonecelery.blogs.verify.signatures import SCHEMES
 
 KINDS = ("ghost", "wordpress", "feed")
 ON_REMOVE = ("retract", "delete")
+VOLTO_BLOCKS = ("auto", "on", "off")
 SECRET_FIELDS = ("secret", "api_key", "app_password")
 
 _ID = re.compile(r"[a-z0-9_-]{1,64}")
@@ -59,6 +60,8 @@ class SourceConfig:
     allow_private: bool = False  # allow fetching from private/loopback addresses (local test blogs)
     iframe_hosts: tuple[str, ...] = ("www.youtube.com", "player.vimeo.com")
     tolerance: int = 300  # seconds a signed webhook timestamp may be off
+    # Volto blocks for imported posts: 'auto' (when plone.volto is installed), 'on' or 'off'.
+    volto_blocks: str = "auto"
 
     @property
     def api_host(self) -> str:
@@ -97,6 +100,10 @@ class SourceConfig:
         if self.on_remove not in ON_REMOVE:
             raise ValueError(
                 f"on_remove must be one of {', '.join(ON_REMOVE)}, not {self.on_remove!r}"
+            )
+        if self.volto_blocks not in VOLTO_BLOCKS:
+            raise ValueError(
+                f"volto_blocks must be one of {', '.join(VOLTO_BLOCKS)}, not {self.volto_blocks!r}"
             )
         if not self.portal_type:
             raise ValueError(

@@ -24,6 +24,7 @@ from collective.plonecelery.blogs import storage
 from collective.plonecelery.blogs.config import KINDS
 from collective.plonecelery.blogs.config import ON_REMOVE
 from collective.plonecelery.blogs.config import SECRET_FIELDS
+from collective.plonecelery.blogs.config import VOLTO_BLOCKS
 from collective.plonecelery.blogs.config import SourceConfig
 from collective.plonecelery.blogs.storage import webhook_urls
 from collective.plonecelery.blogs.verify.signatures import SCHEMES
@@ -156,6 +157,17 @@ FIELDS = (
         "tolerance",
         _("label_tolerance", default="Timestamp tolerance (seconds)"),
         "int",
+    ),
+    Field(
+        "volto_blocks",
+        _("label_volto_blocks", default="Volto blocks"),
+        "select",
+        _(
+            "help_volto_blocks",
+            default="Also write the post as Volto blocks: auto (when plone.volto is "
+            "installed), on, or off (text only, Classic UI).",
+        ),
+        choices=VOLTO_BLOCKS,
     ),
 )
 

@@ -89,6 +89,17 @@ class WorkerHarness:
         self.start_worker()
         return self
 
+    def add_site(self, site_id: str, *, extra_profiles: tuple[str, ...] = ()) -> bool:
+        """Create another Plone site in the same database (with ``extra_profiles``, e.g.
+        ``plone.volto:default``); False if it exists. Use it with ``session(site_id=...)``."""
+        return instance.create_site(
+            zope_conf=self.zope_conf,
+            site_id=site_id,
+            admin_password=self.admin_password,
+            extra_profiles=extra_profiles,
+            log_file=self.log_dir / f"create-site-{site_id}.log",
+        )
+
     def _boot_zope_here(self) -> None:
         self.db = start_zope(str(self.zope_conf))
         forget_oids_on_reconnect(self.db)
@@ -131,19 +142,21 @@ class WorkerHarness:
         )
 
     @contextmanager
-    def session(self, *, user: str | None = "admin", unrestricted: bool = False) -> Iterator:
-        """This process as a Plone client: yields the site, as ``user``.
+    def session(
+        self, *, user: str | None = "admin", unrestricted: bool = False, site_id: str | None = None
+    ) -> Iterator:
+        """This process as a Plone client: yields the site (``site_id``, else the harness's
+        own), as ``user``.
 
         Commit inside to queue tasks; anything uncommitted is aborted.
         """
         from ..worker.environment import zope_environment
         from ..worker.process import use_database
 
+        site_path = f"/{site_id}" if site_id else self.site_path
         with (
             use_database(self.db),
-            zope_environment(
-                site_path=self.site_path, userid=user, unrestricted=unrestricted
-            ) as site,
+            zope_environment(site_path=site_path, userid=user, unrestricted=unrestricted) as site,
         ):
             yield site
 

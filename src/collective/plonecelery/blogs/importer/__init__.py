@@ -14,7 +14,8 @@ the source's import user and never trusts the webhook body: it fetches the post 
 source's API and brings the one item keyed by (source id, remote id) in line with it:
 
 * published on the blog -> created or updated (title, description, text, dates, subjects,
-  creators, lead image, original URL), then ``config.transition`` applied if needed;
+  creators, lead image, original URL; Volto blocks as ``config.volto_blocks`` says, see
+  :mod:`.blocks`), then ``config.transition`` applied if needed;
 * gone (404/410, not public any more, or a status other than published) -> retracted to
   ``private`` or deleted, per ``config.on_remove``;
 * not newer than what was imported (``remote_modified``) -> skipped. Since the current state

@@ -9,11 +9,13 @@ from dataclasses import asdict
 from urllib.parse import unquote
 from urllib.parse import urlsplit
 
+from ...content.remote_post import remote_key
 from ...exceptions import FetchError
 from ...exceptions import PostGone
 from .. import storage
 from ..readers.http import fetch
 from ..readers.remote import RemotePost
+from .blocks import write_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +54,15 @@ def write_fields(item, post: RemotePost, *, config) -> list[str]:
     fields = _field_names(item)
     item.title = post.title
     item.description = post.excerpt
-    if "text" in fields:
+    if "text" in fields:  # Classic UI shows the text, Volto the blocks: both are written
         item.text = RichTextValue(post.html, "text/html", "text/x-html-safe")
+    blocks_note = write_blocks(
+        item,
+        html=post.html,
+        seed=remote_key(config.id, post.remote_id),
+        mode=config.volto_blocks,
+        fields=fields,
+    )
     item.setSubject(tuple(post.tags))
     if post.authors:
         item.setCreators(tuple(post.authors))
@@ -65,7 +74,7 @@ def write_fields(item, post: RemotePost, *, config) -> list[str]:
     item.remote_modified = post.modified
     state = _import_state(item)
     state["digest"] = _digest(post)
-    notes = []
+    notes = [blocks_note] if blocks_note else []
     if "image" in fields:
         note = _update_image(item, post, config=config, state=state)
         if note:
