@@ -45,6 +45,7 @@ setup(
         "nh3",
         "ada-url",
         "standardwebhooks",
+        "prometheus_client",
         "waitress",
     ],
     extras_require={

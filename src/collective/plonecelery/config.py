@@ -290,6 +290,9 @@ class AddonSettings:
     outbox_started_timeout: float = _positive(120.0)
     #: How often each worker process refreshes its presence record (seconds).
     worker_heartbeat: float = _positive(10.0)
+    #: Bearer token a Prometheus scraper sends to ``@@plonecelery-metrics`` (empty: Managers
+    #: only). A secret: never logged.
+    metrics_token: str = field(default="", repr=False)
     #: Base of the exponential back-off between retries of a failed blog fetch (seconds).
     import_backoff: float = _positive(30.0)
     #: A 429/503 whose Retry-After is longer than this (seconds) pauses the blog source until

@@ -82,6 +82,9 @@ def relay(
                 swept += presence.forget(registry, older_than=now - retention)
             outbox.lease_owner = None
             outbox.lease_until = 0.0
+            # For the operations pages: "outbox growing, nothing relayed" shows here.
+            outbox.last_run = now
+            outbox.last_run_sent = sent
             tm.commit()
         except ConflictError:
             logger.info("Outbox relay hit a conflict; the next run picks up where it left off")
