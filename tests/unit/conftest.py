@@ -38,3 +38,19 @@ def layers(request):
         for layer in reversed(done):
             layer.tearDown()
             current.discard(layer)
+
+
+@pytest.fixture
+def db():
+    """A real in-memory ZODB with the outbox and the worker registry in its root."""
+    import ZODB
+    from ZODB.MappingStorage import MappingStorage
+
+    from collective.plonecelery.outbox import records
+    from collective.plonecelery.worker import presence
+
+    database = ZODB.DB(MappingStorage())
+    records.ensure_outbox(database)
+    presence.ensure_registry(database)
+    yield database
+    database.close()

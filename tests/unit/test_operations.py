@@ -6,9 +6,7 @@ import time
 import unittest
 from unittest import mock
 
-import pytest
 import transaction
-import ZODB
 from celery import Celery
 from plone.app.testing import TEST_USER_ID
 from plone.app.testing import TEST_USER_NAME
@@ -16,7 +14,6 @@ from plone.app.testing import login
 from plone.app.testing import logout
 from plone.app.testing import setRoles
 from prometheus_client.parser import text_string_to_metric_families
-from ZODB.MappingStorage import MappingStorage
 
 from collective.plonecelery.operations import metrics
 from collective.plonecelery.operations import status
@@ -24,15 +21,6 @@ from collective.plonecelery.outbox import records as outbox
 from collective.plonecelery.restapi.operations import Metrics
 from collective.plonecelery.testing import PLONECELERY_EAGER_FUNCTIONAL_TESTING
 from collective.plonecelery.worker import presence
-
-
-@pytest.fixture
-def db():
-    database = ZODB.DB(MappingStorage())
-    outbox.ensure_outbox(database)
-    presence.ensure_registry(database)
-    yield database
-    database.close()
 
 
 def samples(text: bytes) -> dict:

@@ -5,23 +5,12 @@ from types import SimpleNamespace
 
 import pytest
 import transaction
-import ZODB
-from ZODB.MappingStorage import MappingStorage
 
 from collective.plonecelery.config import ConfigurationError
 from collective.plonecelery.config import addon_settings
 from collective.plonecelery.outbox import records as outbox
 from collective.plonecelery.outbox import relay as outbox_relay
 from collective.plonecelery.worker import presence
-
-
-@pytest.fixture
-def db():
-    database = ZODB.DB(MappingStorage())
-    outbox.ensure_outbox(database)
-    presence.ensure_registry(database)
-    yield database
-    database.close()
 
 
 class FakeTask:
