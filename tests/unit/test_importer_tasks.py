@@ -816,3 +816,62 @@ def test_volto_blocks_on_for_a_type_without_blocks_says_so(portal, httpserver, b
     assert result.result["note"] == (
         "imported without Volto blocks: News Item lacks the volto.blocks behavior"
     )
+
+
+# -- images of the body, kept in Plone ---------------------------------------------------------
+
+
+def serve_image(httpserver, path: str, *, content_type: str = "image/png", data: bytes = PNG):
+    httpserver.expect_request(path).respond_with_data(data, content_type=content_type)
+    return httpserver.url_for(path)
+
+
+def image_requests(httpserver, path: str) -> int:
+    return sum(1 for request, _ in httpserver.log if request.path == path)
+
+
+def test_body_images_are_downloaded_into_plone_and_linked_by_uid(portal, ghost, blog, httpserver):
+    first = serve_image(httpserver, "/content/images/one.png")
+    second = serve_image(httpserver, "/content/images/two.png", data=png_bytes(rgb=(1, 2, 3)))
+    svg = serve_image(httpserver, "/content/images/bad.svg", content_type="image/svg+xml")
+    elsewhere = "http://127.0.0.1:1/other-port.png"  # same host, another port: refused
+    html = (
+        f'<p>One <img src="{first}" alt="first"></p><figure><img src="{second}"></figure>'
+        f'<p><img src="{svg}"><img src="{elsewhere}"></p>'
+    )
+    blog.add(ghost_post(html=html))
+    result, delivery = deliver(ghost, POST_ID)
+    assert delivery["status"] == "imported", delivery
+    item = only_item(portal, ghost, POST_ID)
+    folder = portal["news"]["images"][f"ghost-{POST_ID}"]
+    images = {obj.plonecelery_source_url: obj for obj in folder.objectValues()}
+    assert sorted(images) == sorted([first, second])
+    assert images[first].image.data == PNG and images[first].image.contentType == "image/png"
+    text = item.text.raw
+    for url in (first, second):
+        assert f'src="resolveuid/{images[url].UID()}/@@images/image"' in text
+        assert url not in text
+    # Refused images stay on the blog, with a note saying why.
+    assert svg in text and elsewhere in text
+    note = result.result["note"]
+    assert "image/svg+xml" in note and "other-port.png" in note
+    # Shown to anonymous visitors: the folders are published; rendered through resolveuid.
+    assert api.content.get_state(obj=folder, default="published") == "published"
+    assert images[first].absolute_url() + "/@@images/image" in item.text.output_relative_to(item)
+
+    # The blog drops one image: it is deleted here; the other is not downloaded again.
+    blog.add(ghost_post(html=f'<p><img src="{first}"></p>', updated_at="2030-01-01T00:00:00.000Z"))
+    deliver(ghost, POST_ID)
+    assert sorted(o.plonecelery_source_url for o in folder.objectValues()) == [first]
+    assert image_requests(httpserver, "/content/images/one.png") == 1
+
+
+def test_a_deleted_post_takes_its_images_with_it(portal, httpserver, blog):
+    config = add_source(portal, httpserver, id="ghost-img-del", on_remove="delete")
+    url = serve_image(httpserver, "/content/images/gone.png")
+    blog.add(ghost_post(html=f'<p><img src="{url}"></p>'))
+    deliver(config, POST_ID)
+    assert f"ghost-img-del-{POST_ID}" in portal["news"]["images"]
+    del blog.posts[POST_ID]
+    deliver(config, POST_ID, "remove")
+    assert f"ghost-img-del-{POST_ID}" not in portal["news"]["images"]

@@ -302,6 +302,9 @@ def slate_block(element: Node) -> Block:
     return {"@type": "slate", "plaintext": plaintext, "value": [element]}
 
 
+_LOCAL_IMAGE_SCALE = re.compile(r"(?<=^resolveuid/[0-9a-f]{32})/@@images/image.*$")
+
+
 def media_blocks(element, tag: str) -> list[Block]:
     """An image, video or html block for ``img``, ``video`` or ``iframe``; [] without a source."""
     if tag == "img":
@@ -311,7 +314,9 @@ def media_blocks(element, tag: str) -> list[Block]:
         return [
             {
                 "@type": "image",
-                "url": src,
+                # A body image kept in Plone (images.py): Volto wants the Image item's URL
+                # and adds the scale itself.
+                "url": _LOCAL_IMAGE_SCALE.sub("", src),
                 "alt": element.get("alt") or "",
                 "title": element.get("title") or "",
                 "size": "l",

@@ -16,6 +16,7 @@ from .. import storage
 from ..readers.http import fetch
 from ..readers.remote import RemotePost
 from .blocks import write_blocks
+from .images import localise_images
 
 logger = logging.getLogger(__name__)
 
@@ -54,11 +55,13 @@ def write_fields(item, post: RemotePost, *, config) -> list[str]:
     fields = _field_names(item)
     item.title = post.title
     item.description = post.excerpt
+    key = remote_key(config.id, post.remote_id)
+    html, image_notes = localise_images(post.html, config=config, post_key=key)
     if "text" in fields:  # Classic UI shows the text, Volto the blocks: both are written
-        item.text = RichTextValue(post.html, "text/html", "text/x-html-safe")
+        item.text = RichTextValue(html, "text/html", "text/x-html-safe")
     blocks_note = write_blocks(
         item,
-        html=post.html,
+        html=html,
         seed=remote_key(config.id, post.remote_id),
         mode=config.volto_blocks,
         fields=fields,
@@ -74,7 +77,7 @@ def write_fields(item, post: RemotePost, *, config) -> list[str]:
     item.remote_modified = post.modified
     state = _import_state(item)
     state["digest"] = _digest(post)
-    notes = [blocks_note] if blocks_note else []
+    notes = [*image_notes, blocks_note] if blocks_note else list(image_notes)
     if "image" in fields:
         note = _update_image(item, post, config=config, state=state)
         if note:

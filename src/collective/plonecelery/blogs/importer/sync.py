@@ -20,6 +20,7 @@ from ..readers import ghost
 from ..readers import wordpress
 from ..readers.remote import RemotePost
 from ..readers.remote import utc_datetime
+from .images import remove_post_images
 from .items import check_may_modify
 from .items import create_item
 from .items import index_names
@@ -140,6 +141,7 @@ def remove_post(config, *, remote_id: str, reason: str) -> Outcome:
     path = item_path(item)
     if config.on_remove == "delete":
         api.content.delete(obj=item, check_linkintegrity=False)
+        remove_post_images(config, remote_key(config.id, remote_id))
         return Outcome("removed", remote_id, path=path, note=f"deleted: {reason}")
     note = retract(item)
     return Outcome("removed", remote_id, path=path, note="; ".join(filter(None, [reason, note])))
