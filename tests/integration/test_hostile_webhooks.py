@@ -12,7 +12,7 @@ A request the endpoint must accept (a correctly signed valid notification, or a 
 the unsigned-by-design ``none`` source) is decided by the endpoint's own parser
 (``events.parse_notification``) and only has to avoid a 5xx.
 
-``PLONECELERY_HOSTILE_EXAMPLES`` scales the number of examples per property (default 40).
+``PLONECELERY_HOSTILE_EXAMPLES`` sets the number of examples per property (default 150).
 Broker-independent (refusals never reach the broker): the SQLite run of the matrix covers it.
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from urllib.parse import parse_qs
 from urllib.parse import quote
 from urllib.parse import unquote
 
@@ -36,6 +37,7 @@ from hostile_support import new_run
 from hostile_support import raw_request
 from hostile_support import signed_headers
 from hostile_support import snapshot
+from hostile_support import tally
 from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
@@ -54,7 +56,7 @@ pytestmark = [
 
 RUN = new_run()
 TARGET = f"hostile-{RUN}"
-EXAMPLES = int(os.environ.get("PLONECELERY_HOSTILE_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("PLONECELERY_HOSTILE_EXAMPLES", "150"))
 HTTP = settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -103,23 +105,34 @@ def endpoint(site, name: str, suffix: str = "") -> str:
     return f"/plone/++api++/@blog-webhook/{site['ids'][name]}{suffix}"
 
 
-def accepted_by_design(name: str, body: bytes, *, signed: bool) -> bool:
+def accepted_by_design(name: str, body: bytes, *, signed: bool, event: str | None = None) -> bool:
     """Would the endpoint rightly accept this (valid notification, verified or 'none')?"""
     if name != "none" and not signed:
         return False
     try:
-        events.parse_notification(kind=KINDS[name], body=body, headers={})
+        events.parse_notification(kind=KINDS[name], body=body, headers={}, event_hint=event)
     except (MalformedPayload, ValueError, RecursionError):
         return False
     return True
 
 
+def category() -> str:
+    """This test's row in the summary table (its name, without test_ and parameters)."""
+    name = os.environ["PYTEST_CURRENT_TEST"].split("::")[-1].split(" ")[0]
+    return "webhook: " + name.split("[")[0].removeprefix("test_")
+
+
+def counted(answer) -> None:
+    tally(category(), inputs=1, **{"5xx": int(answer.status >= 500)})
+
+
 def check(site, name, answer, *, before, body, signed, what) -> None:
+    counted(answer)
     assert answer.status < 500, f"{what}: HTTP {answer.status}: {answer.body[:500]!r}"
     if accepted_by_design(name, body, signed=signed):
         return
     assert_json_refusal(answer, what=what)
-    assert_nothing_written(site["harness"], before, what=what)
+    assert_nothing_written(site["harness"], before, what=what, category=category())
 
 
 def send(site, name, body, headers, *, method="POST", chunked=False, suffix=""):
@@ -295,6 +308,7 @@ def test_odd_methods_are_refused(site, method, name, body):
     headers = [("Content-Type", "application/json")]
     answer = send(site, name, body, headers, method=method)
     what = f"{method} {name}"
+    counted(answer)
     assert answer.status < 500, f"{what}: HTTP {answer.status} {answer.body[:300]!r}"
     if method.upper() in ("GET", "POST"):
         return
@@ -302,7 +316,7 @@ def test_odd_methods_are_refused(site, method, name, body):
         assert 400 <= answer.status < 500, what
     else:
         assert_json_refusal(answer, what=what)
-    assert_nothing_written(site["harness"], before, what=what)
+    assert_nothing_written(site["harness"], before, what=what, category=category())
 
 
 PATH_TRICKS = [
@@ -385,13 +399,14 @@ def check_path(site, target: str) -> None:
         site["url"], "POST", target, headers=[("Content-Type", b"application/json")], body=body
     )
     what = f"POST {target[:120]}"
+    counted(answer)
     assert answer.status < 500, f"{what}: HTTP {answer.status} {answer.body[:300]!r}"
     segments = set(unquote(target, errors="replace").split("/")[4:])
-    if ZOPE_RESERVED & segments:
+    if not still_the_endpoint(target):
+        pass  # '..' left the endpoint (Zope resolves it): another resource answers
+    elif ZOPE_RESERVED & segments:
         assert answer.status == 404, what
         assert json.loads(answer.body)["error_type"] == "NotFound", what
-    elif not still_the_endpoint(target):
-        pass  # '..' left the endpoint (Zope resolves it): another resource answers
     elif answer.status < 400:
         # Only a path that still names one of our sources may be accepted ('none' by design).
         assert answer.status in (200, 202), what
@@ -399,7 +414,7 @@ def check_path(site, target: str) -> None:
         return
     else:
         assert_json_refusal(answer, what=what)
-    assert_nothing_written(site["harness"], before, what=what)
+    assert_nothing_written(site["harness"], before, what=what, category=category())
 
 
 @HTTP
@@ -464,6 +479,10 @@ def test_query_strings_with_any_bytes_are_4xx(site, name, query, method):
         suffix=f"?{query_string}",
     )
     what = f"{method} ?{query_string[:200]}"
+    counted(answer)
     assert answer.status < 500, f"{what}: HTTP {answer.status} {answer.body[:300]!r}"
+    event = parse_qs(query_string, keep_blank_values=True).get("event", [None])[0]
+    if method == "POST" and accepted_by_design(name, body, signed=False, event=event):
+        return  # the unsigned-by-design source records an event it does not import
     assert_json_refusal(answer, what=what)
-    assert_nothing_written(site["harness"], before, what=what)
+    assert_nothing_written(site["harness"], before, what=what, category=category())

@@ -321,6 +321,16 @@ def _get_pinned(
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             last_error = exc  # try the host's next address
             continue
+        except (httpx.RemoteProtocolError, httpx.InvalidURL) as exc:
+            if isinstance(exc, httpx.RemoteProtocolError) and "location" not in str(exc).lower():
+                raise _network_error(url, exc) from None
+            # httpx parses a redirect's Location even when not following it, and raises
+            # (InvalidURL is no TransportError) on one it cannot parse: the blog's permanent
+            # mistake, neither a network error to retry nor a crash of the import.
+            raise FetchError(
+                f"refusing the redirect of {_redacted(url)}: invalid URL in Location ({exc})",
+                retryable=False,
+            ) from None
         except httpx.TransportError as exc:
             raise _network_error(url, exc) from None
         try:
