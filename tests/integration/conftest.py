@@ -167,3 +167,5 @@ def pytest_terminal_summary(terminalreporter):
     if hostile_support.TALLY:
         terminalreporter.write_sep("-", "hostile input (inputs / 5xx / writes / payloads / conns)")
         terminalreporter.write_line(hostile_support.tally_table())
+    for line in hostile_support.NOTES:
+        terminalreporter.write_line(line)

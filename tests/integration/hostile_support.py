@@ -262,6 +262,10 @@ TALLY: dict[str, dict[str, int]] = {}
 COLUMNS = ("inputs", "5xx", "writes", "active payloads", "connections")
 
 
+#: Free-form lines for the summary (the burst's cost per refused request).
+NOTES: list[str] = []
+
+
 def tally(category: str, **counts: int) -> None:
     row = TALLY.setdefault(category, dict.fromkeys(COLUMNS, 0))
     for key, value in counts.items():

@@ -28,6 +28,7 @@ from urllib.parse import unquote
 import httpx
 import pytest
 from conftest import BROKER
+from hostile_support import NOTES
 from hostile_support import SCHEMES
 from hostile_support import admin_client
 from hostile_support import assert_json_refusal
@@ -486,3 +487,53 @@ def test_query_strings_with_any_bytes_are_4xx(site, name, query, method):
         return  # the unsigned-by-design source records an event it does not import
     assert_json_refusal(answer, what=what)
     assert_nothing_written(site["harness"], before, what=what, category=category())
+
+
+BURST = int(os.environ.get("PLONECELERY_HOSTILE_BURST", "500"))
+
+
+@pytest.mark.parametrize("concurrency", [1, 20], ids=["sequential", "20-senders"])
+def test_a_burst_of_unsigned_requests_is_refused_cheaply(site, concurrency):
+    """500 unsigned POSTs (keep-alive, like a flood): all 401, no write, their cost printed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = json.dumps({"post": {"current": {"id": "x" * 24}, "previous": {}}}).encode()
+    names = [SCHEMES[i % 3] for i in range(BURST)]  # the three signed sources, in turn
+    harness = site["harness"]
+    log = harness.log_dir / "instance.log"
+    log_before = log.stat().st_size
+    before = snapshot(harness)
+
+    def flood(share: list[str]) -> list[tuple[int, float]]:
+        timings = []
+        with httpx.Client(base_url=site["url"], timeout=60) as client:
+            for name in share:
+                started = time.perf_counter()
+                response = client.post(
+                    endpoint(site, name), content=body, headers={"Content-Type": "application/json"}
+                )
+                timings.append((response.status_code, time.perf_counter() - started))
+                assert response.json()["type"] == "SignatureMissing", response.text
+        return timings
+
+    shares = [names[i::concurrency] for i in range(concurrency)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = [t for share in pool.map(flood, shares) for t in share]
+    wall = time.perf_counter() - started
+    statuses = {status for status, _ in results}
+    latencies = sorted(seconds * 1000 for _, seconds in results)
+    tally(f"abuse: burst ({concurrency} sender(s))", inputs=len(results))
+    assert statuses == {401}, statuses
+    assert_nothing_written(
+        harness, before, what="burst", category=f"abuse: burst ({concurrency} sender(s))"
+    )
+    note = (
+        f"burst of {len(results)} unsigned requests, {concurrency} sender(s): "
+        f"{wall * 1000 / len(results):.2f} ms per refused request (wall / requests), "
+        f"latency p50 {latencies[len(latencies) // 2]:.1f} ms, "
+        f"p95 {latencies[int(len(latencies) * 0.95)]:.1f} ms, max {latencies[-1]:.1f} ms; "
+        f"instance.log +{(log.stat().st_size - log_before) / len(results):.0f} bytes per request"
+    )
+    NOTES.append(note)
+    print(note)
