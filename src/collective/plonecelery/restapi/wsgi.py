@@ -3,18 +3,9 @@
 ZPublisher decodes ``PATH_INFO`` as UTF-8 before anything else (``WSGIPublisher.publish_module``)
 and lets the ``UnicodeDecodeError`` escape: ``POST /Plone/@blog-webhook/%C0%AE`` (or any URL with
 such a byte) is an HTTP 500 and a traceback in the log, for any client. Nothing in Zope runs
-before that decoding, so the refusal has to sit in front of it, in the WSGI pipeline of
-``zope.ini``::
-
-    [filter:utf8paths]
-    use = egg:collective.plonecelery#utf8paths
-
-    [pipeline:main]
-    pipeline =
-        egg:Zope#httpexceptions
-        translogger
-        utf8paths
-        zope
+before that decoding, so the refusal has to sit in front of it: add
+``egg:collective.plonecelery#utf8paths`` as a ``[filter:utf8paths]`` of ``zope.ini`` and name it
+in ``[pipeline:main]`` just before ``zope`` (docs/deployment.rst shows the whole pipeline).
 
 The answer is JSON with ``type`` and ``message``, like the webhook endpoint's own errors.
 """
