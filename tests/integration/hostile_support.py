@@ -34,7 +34,9 @@ SCHEMES = ("ghost", "wp", "std", "none")
 
 
 def source_definitions(run: str, target: str) -> dict[str, dict]:
-    common = {"target": target, "allow_private": True, "api_url": "http://127.0.0.1:9"}
+    # Imports that are rightly queued fail at once and for good (a loopback api_url without
+    # allow_private): no retries in the background of the tests that follow.
+    common = {"target": target, "allow_private": False, "api_url": "http://127.0.0.1:9"}
     definitions = {
         "wp": {"kind": "wordpress", "scheme": "hmac-sha256-base64", "secret": WP_SECRET},
         "none": {"kind": "wordpress", "scheme": "none", "insecure": True},
@@ -237,6 +239,30 @@ def assert_nothing_written(
         tally(category, writes=len(written) + (after.log_size - before.log_size))
     assert not written, f"{what}: ZODB writes: {written}"
     assert after.log_size == before.log_size, f"{what}: the delivery log grew"
+
+
+def tasks_received(harness) -> int:
+    """Tasks the worker(s) received so far, but the outbox relay's own periodic task."""
+    return sum(
+        1
+        for path in harness.log_dir.glob("worker-*.log")
+        for line in path.read_text(errors="replace").splitlines()
+        if "] received" in line and "relay_outbox" not in line
+    )
+
+
+def wait_until_idle(harness, *, quiet: float = 3.0, timeout: float = 120) -> int:
+    """Wait until the worker has received no task for ``quiet`` seconds; the count then."""
+    deadline = time.monotonic() + timeout
+    count, since = tasks_received(harness), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = tasks_received(harness)
+        if now != count:
+            count, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return count
+    raise AssertionError("the worker kept receiving tasks")
 
 
 def count_accepts(sock: socket.socket, *, seconds: float = 0.0) -> int:

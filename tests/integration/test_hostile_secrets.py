@@ -38,6 +38,7 @@ from werkzeug import Response
 from collective.plonecelery.blogs.verify.signatures import sign
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.timeout(900),
     pytest.mark.skipif(
         BROKER != "sqlite", reason="the SQLite run covers it (its files are greppable)"

@@ -36,6 +36,7 @@ from test_import_e2e import wait_for
 from collective.plonecelery.blogs import importer
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.timeout(900),
     pytest.mark.skipif(
         BROKER != "sqlite",
