@@ -73,6 +73,9 @@ setup(
         "console_scripts": [
             "plonecelery = collective.plonecelery.cli:main",
         ],
+        "paste.filter_factory": [
+            "utf8paths = collective.plonecelery.restapi.wsgi:filter_factory",
+        ],
         "plonecelery.tasks": [
             "deliveries = collective.plonecelery.blogs.deliveries",
             "importer = collective.plonecelery.blogs.importer",

@@ -161,3 +161,14 @@ def plonecelery_cli(harness, *args) -> str:
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     return completed.stdout
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The hostile-input tallies (issue 9), when such tests ran: see hostile_support.py."""
+    import hostile_support
+
+    if hostile_support.TALLY:
+        terminalreporter.write_sep("-", "hostile input (inputs / 5xx / writes / payloads / conns)")
+        terminalreporter.write_line(hostile_support.tally_table())
+    for line in hostile_support.NOTES:
+        terminalreporter.write_line(line)

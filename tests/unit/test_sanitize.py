@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from collective.plonecelery.blogs.readers.sanitize import clean_html
 from collective.plonecelery.blogs.readers.sanitize import html_to_text
 
@@ -84,3 +86,15 @@ def test_html_to_text():
     )
     assert html_to_text("Caf&#233; &#8220;news&#8221;") == "Café “news”"
     assert html_to_text("<b>bold</b>er") == "bolder"
+
+
+@pytest.mark.parametrize("hosts", [(), YOUTUBE], ids=["no-iframes", "iframes"])
+def test_cite_urls_are_checked_like_links(hosts):
+    # nh3 keeps 'cite' without checking its scheme; found by tests/integration/test_hostile_xss.py
+    html = (
+        '<q cite="javascript:alert(1)">a</q><blockquote cite="JaVa&#x09;script:x">b</blockquote>'
+        '<q cite=" &#14; vbscript:x">c</q><q cite="https://ok.example/">d</q>'
+    )
+    cleaned = clean_html(html, iframe_hosts=hosts)
+    assert "script:" not in cleaned
+    assert cleaned.count("cite=") == 1 and 'cite="https://ok.example/"' in cleaned

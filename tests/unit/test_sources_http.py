@@ -387,3 +387,20 @@ def test_https_to_pinned_address_verifies_host_name(tmp_path, cert_name, ok):
     finally:
         server.clear()
         server.stop()
+
+
+def test_error_messages_never_repeat_the_credentials_sent(httpserver):
+    """A blog echoing the request (its ?key=, the Basic credentials) into its error message."""
+
+    def echo(request):
+        text = f"{request.full_path} {request.headers.get('Authorization')}"
+        return Response(json.dumps({"message": f"Forbidden: {text}"}), status=403)
+
+    httpserver.expect_request("/posts").respond_with_handler(echo)
+    url = httpserver.url_for("/posts") + "?key=0123456789abcdef&filter=id:1"
+    headers = {"Authorization": "Basic ZWRpdG9yOmFiY2QgZWZnaCBpamts"}  # editor:abcd efgh ijkl
+    error = fetch_error(url, headers=headers)
+    assert error.status == 403 and "Forbidden" in str(error)
+    for secret in ("0123456789abcdef", "ZWRpdG9yOmFiY2QgZWZnaCBpamts", "abcd efgh ijkl"):
+        assert secret not in str(error)
+    assert "filter=id:1" in str(error)  # what is not a credential stays readable

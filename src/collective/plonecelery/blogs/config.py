@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
+
 from collective.plonecelery.blogs.verify.signatures import RENAMEABLE_HEADER_SCHEMES
 from collective.plonecelery.blogs.verify.signatures import SCHEMES
 
@@ -135,6 +137,11 @@ class SourceConfig:
             raise ValueError(
                 "api_url must not contain credentials; use username/app_password or api_key"
             )
+        try:
+            httpx.URL(self.api_url)
+        except httpx.InvalidURL as exc:
+            # urllib accepts what the fetcher cannot parse ('http://127.000.000.001/').
+            raise ValueError(f"api_url {self.api_url!r} is not a valid URL: {exc}") from None
 
     def _validate_webhook(self) -> None:
         if self.scheme not in SCHEMES:

@@ -135,9 +135,12 @@ def _get(
     config: SourceConfig, path: str, *, params: Mapping[str, Any], client: httpx.Client | None
 ) -> Mapping:
     base = config.api_url.rstrip("/")
-    url = httpx.URL(
-        f"{base}/ghost/api/content/posts/{path}", params={"key": config.api_key, **params}
-    )
+    try:
+        url = httpx.URL(
+            f"{base}/ghost/api/content/posts/{path}", params={"key": config.api_key, **params}
+        )
+    except httpx.InvalidURL as exc:
+        raise FetchError(f"invalid URL: api_url {base!r}: {exc}", retryable=False) from None
     response = fetch(
         str(url),
         allowed_hosts=config.allowed_hosts,

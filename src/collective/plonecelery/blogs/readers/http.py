@@ -27,6 +27,8 @@ vetted address must be the one we connect to); pass a client to use a proxy or c
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import json
 import logging
@@ -37,6 +39,8 @@ from collections.abc import Mapping
 from datetime import UTC
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from urllib.parse import quote
+from urllib.parse import quote_plus
 
 import httpx
 
@@ -106,36 +110,101 @@ def fetch(
     own_client = client is None
     if own_client:
         client = httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False)
+    hidden: set[str] = set()
     try:
         current = _parse_url(url)
-        for _hop in range(MAX_REDIRECTS + 1):
-            addresses = vet_url(current, allowed_hosts=allowed, allow_private=allow_private)
-            response = _get_pinned(
-                client,
-                current,
-                addresses=addresses,
-                headers=request_headers,
-                timeout=timeout,
-                max_bytes=max_bytes,
-            )
-            location = response.headers.get("location")
-            if response.status_code not in _REDIRECTS or not location:
-                _raise_for_status(response, url=current)
-                return response
-            target = _parse_url(str(current.join(location)))
-            if _leaves_origin(current, target):
-                request_headers = {
-                    k: v for k, v in request_headers.items() if k.lower() not in _CREDENTIAL_HEADERS
-                }
-            current = target
-        raise FetchError(
-            f"{_redacted(current)} redirected more than {MAX_REDIRECTS} times; "
-            "use the final URL in the configuration",
-            retryable=False,
+        hidden = secret_values(current, request_headers)
+        return _fetch_hops(
+            client,
+            current,
+            allowed=allowed,
+            allow_private=allow_private,
+            headers=request_headers,
+            timeout=timeout,
+            max_bytes=max_bytes,
         )
+    except (FetchError, PostGone) as exc:
+        # A blog may echo the request (and its ?key=) into an error message, or a header we
+        # quote: what we raise goes to logs, dead letters and the delivery log.
+        exc.args = (redact(str(exc), hidden),)
+        raise
     finally:
         if own_client:
             client.close()
+
+
+def _fetch_hops(
+    client: httpx.Client,
+    current: httpx.URL,
+    *,
+    allowed: set[str],
+    allow_private: bool,
+    headers: dict[str, str],
+    timeout: httpx.Timeout,
+    max_bytes: int,
+) -> httpx.Response:
+    request_headers = dict(headers)
+    for _hop in range(MAX_REDIRECTS + 1):
+        addresses = vet_url(current, allowed_hosts=allowed, allow_private=allow_private)
+        response = _get_pinned(
+            client,
+            current,
+            addresses=addresses,
+            headers=request_headers,
+            timeout=timeout,
+            max_bytes=max_bytes,
+        )
+        location = response.headers.get("location")
+        if response.status_code not in _REDIRECTS or not location:
+            _raise_for_status(response, url=current)
+            return response
+        target = _parse_url(str(current.join(location)))
+        if _leaves_origin(current, target):
+            request_headers = {
+                k: v for k, v in request_headers.items() if k.lower() not in _CREDENTIAL_HEADERS
+            }
+        current = target
+    raise FetchError(
+        f"{_redacted(current)} redirected more than {MAX_REDIRECTS} times; "
+        "use the final URL in the configuration",
+        retryable=False,
+    )
+
+
+#: Query parameters whose values are credentials (Ghost's ``?key=``, tokens, signatures).
+_SECRET_PARAMS = re.compile(r"key|token|secret|pass|auth|sig", re.IGNORECASE)
+
+
+def secret_values(url: httpx.URL, headers: Mapping[str, str]) -> set[str]:
+    """The credentials a request carries (query ``key``s, Authorization), in their spellings.
+
+    >>> sorted(secret_values(httpx.URL("https://b.example/?key=k3y%2Fx&limit=1"), {}))
+    ['k3y%2Fx', 'k3y/x']
+    """
+    values = {v for name, v in url.params.multi_items() if _SECRET_PARAMS.search(name)}
+    for name, value in headers.items():
+        if name.lower() not in _CREDENTIAL_HEADERS:
+            continue
+        scheme, _, token = value.partition(" ")
+        values |= {value, token}
+        if scheme.lower() == "basic":
+            try:
+                decoded = base64.b64decode(token, validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                continue
+            values |= {decoded, decoded.partition(":")[2]}
+    spelled = set()
+    for value in values:
+        if len(value) >= 4:  # never redact short, common words
+            spelled |= {value, quote(value, safe=""), quote_plus(value)}
+    return spelled
+
+
+def redact(text: str, values: Collection[str]) -> str:
+    """``text`` with each of ``values`` replaced by ``<redacted>`` (longest first)."""
+    for value in sorted(values, key=len, reverse=True):
+        text = text.replace(value, "<redacted>")
+    return text
 
 
 def vet_url(
@@ -321,6 +390,16 @@ def _get_pinned(
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             last_error = exc  # try the host's next address
             continue
+        except (httpx.RemoteProtocolError, httpx.InvalidURL) as exc:
+            if isinstance(exc, httpx.RemoteProtocolError) and "location" not in str(exc).lower():
+                raise _network_error(url, exc) from None
+            # httpx parses a redirect's Location even when not following it, and raises
+            # (InvalidURL is no TransportError) on one it cannot parse: the blog's permanent
+            # mistake, neither a network error to retry nor a crash of the import.
+            raise FetchError(
+                f"refusing the redirect of {_redacted(url)}: invalid URL in Location ({exc})",
+                retryable=False,
+            ) from None
         except httpx.TransportError as exc:
             raise _network_error(url, exc) from None
         try:

@@ -73,6 +73,11 @@ _BLOCK_START = re.compile(
     re.IGNORECASE,
 )
 _SPACES = re.compile(r"\s+")
+#: URL attributes nh3 keeps without checking ``url_schemes`` (``<q cite="javascript:...">``).
+_UNCHECKED_URL_ATTRIBUTES = {"cite"}
+# Browsers drop tabs and newlines anywhere in a URL, and leading controls and spaces.
+_URL_IGNORED = re.compile(r"[\t\n\r]|^[\x00-\x20]+")
+_SCHEME = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*):")
 
 
 def clean_html(
@@ -95,6 +100,7 @@ def clean_html(
             tags=_TAGS,
             clean_content_tags={"script", "style", "iframe"},
             attributes={tag: attrs for tag, attrs in _ATTRIBUTES.items() if tag != "iframe"},
+            attribute_filter=_check_urls,
             url_schemes=_URL_SCHEMES,
             url_relative=relative,
         )
@@ -102,7 +108,7 @@ def clean_html(
     def keep_allowed_iframes(tag: str, attribute: str, value: str) -> str | None:
         if tag == "iframe" and attribute == "src":
             return iframe_src(value, hosts=hosts)
-        return value
+        return _check_urls(tag, attribute, value)
 
     cleaned = nh3.clean(
         html,
@@ -115,6 +121,19 @@ def clean_html(
         url_relative=relative,
     )
     return _SRCLESS_IFRAME.sub("", cleaned)
+
+
+def _check_urls(tag: str, attribute: str, value: str) -> str | None:
+    """nh3 attribute filter: drop a ``cite`` URL whose scheme is not allowed.
+
+    >>> _check_urls("q", "cite", "java\tscript:alert(1)"), _check_urls("q", "cite", "/a:b")
+    (None, '/a:b')
+    """
+    if attribute in _UNCHECKED_URL_ATTRIBUTES:
+        scheme = _SCHEME.match(_URL_IGNORED.sub("", value))
+        if scheme and scheme.group(1).lower() not in _URL_SCHEMES:
+            return None
+    return value
 
 
 def iframe_src(value: str, *, hosts: Collection[str]) -> str | None:

@@ -147,10 +147,15 @@ clear_untrusted_proxy_headers = false
 use = egg:Paste#translogger
 setup_console_handler = False
 
+# A URL path that is not UTF-8 is a 400, not Zope's 500 (collective.plonecelery.restapi.wsgi).
+[filter:utf8paths]
+use = egg:collective.plonecelery#utf8paths
+
 [pipeline:main]
 pipeline =
     egg:Zope#httpexceptions
     translogger
+    utf8paths
     zope
 
 [loggers]
