@@ -82,8 +82,13 @@ def test_relstorage_is_not_taken_for_a_zeo_client():
 
 def test_database_urls_and_dsn():
     pg = PostgreSQLDatabase("plonecelery_test_1", password="p@ss")
-    assert pg.url("sqla+") == "sqla+postgresql://postgres:p%40ss@127.0.0.1:5432/plonecelery_test_1"
-    assert pg.dsn == "dbname=plonecelery_test_1 host=127.0.0.1 port=5432 user=postgres password=p@ss"
+    assert (
+        pg.url("sqla+")
+        == "sqla+postgresql+psycopg2://postgres:p%40ss@127.0.0.1:5432/plonecelery_test_1"
+    )
+    assert (
+        pg.dsn == "dbname=plonecelery_test_1 host=127.0.0.1 port=5432 user=postgres password=p@ss"
+    )
     my = MySQLDatabase("plonecelery_test_1", host="db", port=3307)
     assert my.url("db+") == "db+mysql+pymysql://root@db:3307/plonecelery_test_1"
 

@@ -6,7 +6,7 @@ dropped at the end::
 
     with PostgreSQLDatabase.fresh() as db:
         db.dsn             # "dbname=plonecelery_test_1a2b3c4d host=127.0.0.1 ..."
-        db.url("sqla+")    # "sqla+postgresql://postgres@127.0.0.1:5432/plonecelery_test_..."
+        db.url("sqla+")    # "sqla+postgresql+psycopg2://postgres@127.0.0.1:5432/plonecelery_test_..."
 
 The drivers (psycopg2, PyMySQL) are imported only here, when a database is made:
 install the ``postgresql``/``mysql`` extras, or ``relstorage`` (psycopg2).
@@ -85,7 +85,8 @@ class ServerDatabase:
 class PostgreSQLDatabase(ServerDatabase):
     """A database on PostgreSQL, through psycopg2."""
 
-    dialect = "postgresql"
+    #: SQLAlchemy 2.1 takes a bare ``postgresql://`` for psycopg (3): name psycopg2.
+    dialect = "postgresql+psycopg2"
     default_port = 5432
     default_user = "postgres"
 
