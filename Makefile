@@ -19,12 +19,16 @@ install: $(SENTINEL)
 run: install
 	$(BIN)/python -m collective.plonecelery.devtools.devserver
 
-## Install and run the whole test suite (unit tests, then integration tests on every broker).
+## Install and run the whole test suite (unit tests, integration tests on every broker, then
+## the core of them (-m core) on RelStorage and on the SQLAlchemy brokers of PostgreSQL and MariaDB).
 test: lint
 	$(BIN)/python -m pytest tests/unit -p no:cacheprovider
 	PLONECELERY_TEST_BROKER=sqlite $(BIN)/python -m pytest tests/integration -p no:cacheprovider
 	PLONECELERY_TEST_BROKER=redis $(BIN)/python -m pytest tests/integration -p no:cacheprovider
 	PLONECELERY_TEST_BROKER=amqp $(BIN)/python -m pytest tests/integration -p no:cacheprovider
+	PLONECELERY_TEST_DATABASE=relstorage $(BIN)/python -m pytest tests/integration -m core -p no:cacheprovider
+	PLONECELERY_TEST_BROKER=postgresql $(BIN)/python -m pytest tests/integration -m core -p no:cacheprovider
+	PLONECELERY_TEST_BROKER=mysql $(BIN)/python -m pytest tests/integration -m core -p no:cacheprovider
 	$(BIN)/python -m pytest tests/packaging -p no:cacheprovider
 	$(BIN)/python -m pytest tests/topology -p no:cacheprovider
 

@@ -49,6 +49,11 @@ setup(
         "waitress",
     ],
     extras_require={
+        # RelStorage on PostgreSQL instead of ZEO (docs/deployment.rst).
+        "relstorage": ["RelStorage[postgresql]"],
+        # SQLAlchemy brokers and result backends on real databases.
+        "postgresql": ["psycopg2"],
+        "mysql": ["PyMySQL"],
         "test": [
             "plone.app.testing",
             "plone.app.contenttypes",
@@ -61,6 +66,10 @@ setup(
             "ruff",
             "import-linter",
             "hypothesis",
+            # The database and broker matrix (PLONECELERY_TEST_DATABASE, _BROKER).
+            "RelStorage[postgresql]",
+            "psycopg2",
+            "PyMySQL",
             # Packaging checks (tests/packaging): build, check-manifest, twine.
             "build",
             "check-manifest",

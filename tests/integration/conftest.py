@@ -1,9 +1,13 @@
 """Real processes for integration tests: ZEO, a Plone site, a worker, a broker.
 
 ``PLONECELERY_TEST_BROKER`` picks the broker: ``sqlite`` (default, embedded),
-``redis`` or ``amqp``. Outside CI a broker that is not running skips the tests
+``redis``, ``amqp``, or the SQLAlchemy transport on a real database, ``postgresql``
+or ``mysql`` (MariaDB; a fresh database per run, dropped at the end, holds the
+messages and the results). ``PLONECELERY_TEST_DATABASE`` picks the ZODB storage:
+``zeo`` (default) or ``relstorage`` (on a fresh PostgreSQL database; tests marked
+``zeo`` are skipped). Outside CI a service that is not running skips the tests
 that need it; in CI (``CI=true``) they fail instead, since ``.ci/run`` starts
-the brokers.
+the services.
 """
 
 from __future__ import annotations
@@ -20,8 +24,11 @@ import pytest
 
 HERE = Path(__file__).parent
 BROKER = os.environ.get("PLONECELERY_TEST_BROKER", "sqlite")
+DATABASE = os.environ.get("PLONECELERY_TEST_DATABASE", "zeo")
 IN_CI = os.environ.get("CI", "").lower() == "true"
-BROKER_PORTS = {"redis": 6379, "amqp": 5672}
+BROKER_PORTS = {"redis": 6379, "amqp": 5672, "postgresql": 5432, "mysql": 3306}
+#: The brokers that are kombu's SQLAlchemy transport on a database server.
+SQL_BROKERS = ("postgresql", "mysql")
 
 # Tasks used by the tests live in sample_tasks.py next to this file; the
 # worker finds them through CELERY_IMPORTS and PYTHONPATH, as add-ons would.
@@ -36,8 +43,44 @@ def _reachable(port: int) -> bool:
     return True
 
 
-def broker_environment(base_dir: Path) -> dict[str, str]:
-    """CELERY_* settings for the chosen broker, isolated from other runs."""
+def require_service(name: str, port: int) -> None:
+    """Skip (outside CI) or fail (in CI) unless ``name`` listens on 127.0.0.1:``port``."""
+    if not _reachable(port):
+        message = f"{name} is not running on 127.0.0.1:{port}"
+        if IN_CI:
+            pytest.fail(message + " (CI must start it: see .ci/run)")
+        pytest.skip(message)
+
+
+def pytest_collection_modifyitems(config, items):
+    if DATABASE == "zeo":
+        return
+    skip = pytest.mark.skip(reason=f"a ZEO drill; PLONECELERY_TEST_DATABASE={DATABASE}")
+    for item in items:
+        if item.get_closest_marker("zeo"):
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def broker_database():
+    """For the postgresql and mysql brokers: a fresh database, dropped at the end."""
+    if BROKER not in SQL_BROKERS:
+        yield None
+        return
+    require_service(BROKER, BROKER_PORTS[BROKER])
+    from collective.plonecelery.devtools import instance
+
+    kind = instance.PostgreSQLDatabase if BROKER == "postgresql" else instance.MySQLDatabase
+    database = kind.fresh()
+    yield database
+    database.drop()
+
+
+def broker_environment(base_dir: Path, database=None) -> dict[str, str]:
+    """CELERY_* settings for the chosen broker, isolated from other runs.
+
+    ``database``: the :func:`broker_database` of the postgresql and mysql brokers.
+    """
     run = uuid.uuid4().hex[:8]
     sqlite_results = f"db+sqlite:///{base_dir}/results.sqlite"
     if BROKER == "redis":
@@ -52,6 +95,12 @@ def broker_environment(base_dir: Path) -> dict[str, str]:
             "CELERY_RESULT_BACKEND": sqlite_results,
         }
         port = 5672
+    elif BROKER in SQL_BROKERS:
+        urls = {
+            "CELERY_BROKER_URL": database.url("sqla+"),
+            "CELERY_RESULT_BACKEND": database.url("db+"),
+        }
+        port = None  # broker_database checked it
     elif BROKER == "sqlite":
         urls = {
             "CELERY_BROKER_URL": f"sqla+sqlite:///{base_dir}/broker.sqlite",
@@ -59,14 +108,13 @@ def broker_environment(base_dir: Path) -> dict[str, str]:
         }
         port = None
     else:
-        raise ValueError(f"PLONECELERY_TEST_BROKER={BROKER!r}: use sqlite, redis or amqp")
-    if port is not None and not _reachable(port):
-        message = f"{BROKER} is not running on 127.0.0.1:{port}"
-        if IN_CI:
-            pytest.fail(message + " (CI must start it: see .ci/run)")
-        pytest.skip(message)
-    if BROKER != "sqlite":
-        # kombu's SQLAlchemy transport passes these to create_engine().
+        raise ValueError(
+            f"PLONECELERY_TEST_BROKER={BROKER!r}: use sqlite, redis, amqp, postgresql or mysql"
+        )
+    if port is not None:
+        require_service(BROKER, port)
+    if BROKER in ("redis", "amqp"):
+        # Not for the SQLAlchemy transport: it passes these to create_engine().
         urls["CELERY_BROKER_TRANSPORT_OPTIONS"] = json.dumps({"polling_interval": 0.1})
     return {
         **urls,
@@ -88,7 +136,7 @@ def broker_environment(base_dir: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def broker_proxy():
-    """For redis and amqp: the Plone side reaches the broker through a proxy
+    """For brokers on a server: the Plone side reaches the broker through a proxy
     that tests can stop (see brokerproxy.py); ``None`` for sqlite."""
     if BROKER == "sqlite":
         yield None
@@ -101,10 +149,14 @@ def broker_proxy():
 
 
 @pytest.fixture(scope="session")
-def harness(tmp_path_factory, broker_proxy):
-    """ZEO + Plone site + one prefork worker, this process as a ZEO client."""
+def harness(tmp_path_factory, broker_database, broker_proxy):
+    """ZEO (or RelStorage) + Plone site + one prefork worker, this process as a client."""
+    if DATABASE not in ("zeo", "relstorage"):
+        raise ValueError(f"PLONECELERY_TEST_DATABASE={DATABASE!r}: use zeo or relstorage")
+    if DATABASE == "relstorage":
+        require_service("postgresql", BROKER_PORTS["postgresql"])
     base_dir = tmp_path_factory.mktemp("plonecelery")
-    environment = broker_environment(base_dir)
+    environment = broker_environment(base_dir, broker_database)
     worker_env = {}
     if broker_proxy is not None:
         # The worker talks to the broker directly (it can relay the outbox
@@ -116,7 +168,9 @@ def harness(tmp_path_factory, broker_proxy):
     os.environ.update(environment)
     from collective.plonecelery.devtools.harness import WorkerHarness
 
-    harness = WorkerHarness(base_dir=base_dir, environment=environment, worker_env=worker_env)
+    harness = WorkerHarness(
+        base_dir=base_dir, environment=environment, worker_env=worker_env, database=DATABASE
+    )
     try:
         harness.start()
     except Exception:
@@ -124,7 +178,7 @@ def harness(tmp_path_factory, broker_proxy):
         raise
     yield harness
     harness.stop()
-    if BROKER != "sqlite":
+    if BROKER in ("redis", "amqp"):
         delete_queue(
             worker_env.get("CELERY_BROKER_URL") or environment["CELERY_BROKER_URL"],
             environment["CELERY_TASK_DEFAULT_QUEUE"],
@@ -143,7 +197,7 @@ def delete_queue(broker_url: str, name: str) -> None:
 
 @pytest.fixture(scope="session")
 def plone_http(harness):
-    """A real Plone WSGI instance (waitress) on the harness's ZEO; yields its base URL."""
+    """A real Plone WSGI instance (waitress) on the harness's database; its base URL."""
     return harness.start_http()
 
 

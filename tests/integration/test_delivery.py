@@ -117,6 +117,7 @@ def kill_whole_worker(harness) -> None:
     harness.worker.wait(timeout=30)
 
 
+@pytest.mark.core
 def test_whole_worker_killed_mid_task_is_run_again_once(harness):
     """A worker host dies: main process and pool process SIGKILLed mid-task; a new
     worker on the same configuration runs the task to the end, once."""
@@ -203,6 +204,7 @@ def test_long_task_is_not_sent_again_while_it_runs(harness):
     assert run_counts(harness, [key]) == {key: 1}
 
 
+@pytest.mark.core
 def test_worker_killed_mid_task_runs_it_to_the_end_once(harness):
     (key,) = keys("killed", 1)
     with harness.session():
@@ -220,6 +222,7 @@ def test_worker_killed_mid_task_runs_it_to_the_end_once(harness):
     assert harness.worker.poll() is None
 
 
+@pytest.mark.core
 def test_same_message_delivered_twice_has_its_effect_once(harness):
     (key,) = keys("twice", 1)
     with harness.session() as portal:
@@ -252,6 +255,7 @@ def test_same_message_delivered_twice_has_its_effect_once(harness):
     assert run_counts(harness, [key]) == {key: 1}
 
 
+@pytest.mark.core
 def test_message_for_a_transaction_that_never_committed_is_discarded(harness):
     (key,) = keys("ghost", 1)
     with harness.session():
@@ -268,6 +272,7 @@ def test_message_for_a_transaction_that_never_committed_is_discarded(harness):
     assert run_counts(harness, [key]) == {key: 0}
 
 
+@pytest.mark.zeo
 def test_zeo_restart_while_tasks_run(harness):
     wanted = keys("zeo", 20)
     worker_pid = harness.worker.pid

@@ -313,6 +313,7 @@ def test_connection_refused_until_the_blog_starts_then_imported(harness, news):
 # -- a signed webhook through a real Plone server ------------------------------------------------
 
 
+@pytest.mark.core
 def test_signed_webhook_to_plone_is_imported_by_the_worker(harness, news, plone_http, ghost_api):
     from collective.plonecelery.app import app
 

@@ -32,6 +32,7 @@ def member(harness):
     return "bob"
 
 
+@pytest.mark.core
 def test_content_created_in_task_is_visible_after_commit(harness):
     doc_id = new_id("doc")
     with harness.session() as portal:
@@ -44,6 +45,7 @@ def test_content_created_in_task_is_visible_after_commit(harness):
         assert api.content.find(UID=portal[doc_id].UID())
 
 
+@pytest.mark.core
 def test_task_queued_in_aborted_transaction_never_runs(harness):
     doc_id = new_id("aborted")
     with harness.session() as portal:
@@ -81,6 +83,7 @@ def test_task_writes_to_content_passed_by_reference(harness):
         assert [b.Title for b in api.content.find(UID=portal[doc_id].UID())] == ["After"]
 
 
+@pytest.mark.core
 def test_task_runs_as_the_queuing_user_with_site_and_request(harness, member):
     with harness.session(user=member):
         result = sample_tasks.whoami.delay()
@@ -143,6 +146,7 @@ def test_as_admin_task_runs_unrestricted(harness, member):
         assert portal[doc_id].Title() == "by admin task"
 
 
+@pytest.mark.core
 def test_conflict_error_is_retried_then_succeeds(harness):
     doc_id = new_id("conflict")
     with harness.session() as portal:
@@ -167,6 +171,7 @@ def test_conflict_retries_are_bounded(harness):
         assert doc_id not in portal
 
 
+@pytest.mark.core
 def test_exception_aborts_everything_the_task_wrote(harness):
     doc_id = new_id("failed")
     with harness.session() as portal:
@@ -209,6 +214,7 @@ def test_dedupe_sends_identical_calls_once_and_every_caller_gets_a_result(harnes
     assert third.get(timeout=TIMEOUT)["user"] == "admin"
 
 
+@pytest.mark.zeo
 def test_zeo_restart_does_not_need_a_worker_restart(harness):
     worker_pid = harness.worker.pid
     harness.zeo.restart()

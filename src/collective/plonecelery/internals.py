@@ -82,3 +82,19 @@ def request_message(request) -> tuple:
     Request keeps the decoded headers and body in ``_request_dict`` and ``_payload``.
     """
     return request._app, request._request_dict, request._payload
+
+
+def sqlalchemy_broker_engines() -> list:
+    """The SQLAlchemy engines of kombu's SQLAlchemy transport in this process.
+
+    The transport keeps one engine per URL in the class attribute ``Channel._engines``
+    and never looks at the process id: a pool process forked after the main process
+    connected would share its pooled database connections (its sockets) with it.
+    Empty unless that transport was imported.
+    """
+    import sys
+
+    module = sys.modules.get("kombu.transport.sqlalchemy")
+    if module is None:
+        return []
+    return [engine for engine, _session in module.Channel._engines.values()]

@@ -7,6 +7,10 @@ clients then create different objects with the same oid (seen as a
 ConflictError, then "A different object already has the same oid"). Workers
 must survive a ZEO restart, so every database opened here drops its unused
 ids whenever the client (re)connects.
+
+Both helpers here look for ZEO's ClientStorage and do nothing for other storages:
+RelStorage allocates oids in its database (a sequence, nothing to forget) and polls
+it at every transaction start (its own server-sync).
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ logger = logging.getLogger(__name__)
 
 
 def forget_oids_on_reconnect(db) -> None:
-    """Make ``db``'s ZEO client storage drop pre-fetched oids on (re)connect."""
+    """Make ``db``'s ZEO client storage drop pre-fetched oids on (re)connect.
+
+    A no-op for storages without ZEO's ``notify_connected`` (RelStorage, FileStorage).
+    """
     storages = [db.storage, *(d.storage for d in getattr(db, "databases", {}).values())]
     for storage in storages:
         original = getattr(storage, "notify_connected", None)
@@ -44,7 +51,7 @@ def on_database_opened(event) -> None:
 def warn_without_server_sync(db) -> None:
     """Workers need ``server-sync on``: else a task may start before its
     worker has seen the commit that queued it, and is discarded until the
-    outbox relay sends it again."""
+    outbox relay sends it again. Silent for storages that are not ZEO clients."""
     storage = db.storage
     if hasattr(storage, "server_sync") and not storage.server_sync:
         logger.warning(

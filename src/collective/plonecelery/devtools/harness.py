@@ -1,4 +1,4 @@
-"""Real processes for integration tests: ZEO, a Plone site, a worker.
+"""Real processes for integration tests: ZEO (or RelStorage), a Plone site, a worker.
 
 :class:`WorkerHarness` starts a ZEO server, creates a Plone site in it, starts a
 ``plonecelery worker`` process and boots Zope in the calling process, which
@@ -14,6 +14,10 @@ becomes one more ZEO client that queues tasks and looks at their effects::
         transaction.commit()
     assert result.get(timeout=30) == "done"
     harness.stop()
+
+With ``database="relstorage"`` there is no ZEO server: the site lives in RelStorage
+on a fresh PostgreSQL database (127.0.0.1:5432 as ``postgres`` unless ``postgresql``
+names another :class:`~.instance.PostgreSQLDatabase`), dropped by ``stop()``.
 
 Import nothing that imports ``Testing`` (plone.app.testing does) before
 ``start()``: Zope then silently swaps the configured ZODB for a DemoStorage.
@@ -36,9 +40,11 @@ from ..worker.process import start_zope
 from ..zeo import forget_oids_on_reconnect
 from . import instance
 
+DATABASES = ("zeo", "relstorage")
+
 
 class WorkerHarness:
-    """A ZEO server, a Plone site, a real worker, and this process as a client."""
+    """A ZEO server (or RelStorage), a Plone site, a real worker, this process as a client."""
 
     def __init__(
         self,
@@ -48,7 +54,11 @@ class WorkerHarness:
         site_id: str = "plone",
         worker_args: tuple[str, ...] = ("-l", "info", "-c", "1", "-P", "prefork"),
         worker_env: Mapping[str, str] | None = None,
+        database: str = "zeo",
+        postgresql: instance.PostgreSQLDatabase | None = None,
     ):
+        if database not in DATABASES:
+            raise ValueError(f"database={database!r}: use one of {', '.join(DATABASES)}")
         self.base_dir = Path(base_dir)
         self.var_dir = self.base_dir / "var"
         self.log_dir = self.var_dir / "log"
@@ -57,6 +67,9 @@ class WorkerHarness:
         self.worker_args = worker_args
         self.worker_env = dict(worker_env or {})
         self.admin_password = secrets.token_urlsafe(12)
+        self.database = database
+        self.postgresql = postgresql
+        self._own_postgresql = False
         self.zeo = None
         self.worker = None
         self.zope_conf: Path | None = None
@@ -69,15 +82,21 @@ class WorkerHarness:
         return "/" + self.site_id
 
     def start(self) -> WorkerHarness:
-        """Start ZEO, create the site, boot Zope here, start the worker."""
+        """Start ZEO (or make the database), create the site, boot Zope here, start the worker."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.zeo = instance.start_zeo(var_dir=self.var_dir, log_file=self.log_dir / "zeo.log")
+        if self.database == "relstorage":
+            if self.postgresql is None:
+                self.postgresql = instance.PostgreSQLDatabase.fresh()
+                self._own_postgresql = True
+            storage = {"relstorage_dsn": self.postgresql.dsn}
+        else:
+            self.zeo = instance.start_zeo(var_dir=self.var_dir, log_file=self.log_dir / "zeo.log")
+            storage = {"zeo_address": self.zeo.address, "blob_dir": self.zeo.blob_dir}
         self.zope_conf = instance.write_zope_conf(
             path=self.base_dir / "etc" / "zope.conf",
-            zeo_address=self.zeo.address,
             var_dir=self.var_dir,
-            blob_dir=self.zeo.blob_dir,
             environment=self.environment,
+            **storage,
         )
         instance.create_site(
             zope_conf=self.zope_conf,
@@ -183,7 +202,8 @@ class WorkerHarness:
         return f"http://127.0.0.1:{port}"
 
     def stop(self) -> None:
-        """Stop the web server and the worker, close the database, stop ZEO."""
+        """Stop the web server and the worker, close the database, stop ZEO
+        (or drop the PostgreSQL database the harness made)."""
         if self.http is not None:
             instance.stop_process(self.http)
             self.http = None
@@ -195,3 +215,7 @@ class WorkerHarness:
         if self.zeo is not None:
             self.zeo.stop()
             self.zeo = None
+        if self._own_postgresql:
+            self.postgresql.drop()
+            self.postgresql = None
+            self._own_postgresql = False

@@ -24,6 +24,7 @@ from celery import signals
 
 from ..config import addon_settings
 from ..config import own_variables
+from ..internals import sqlalchemy_broker_engines
 from ..internals import zope_configured
 from ..outbox.records import ensure_outbox
 from ..zeo import forget_oids_on_reconnect
@@ -132,6 +133,14 @@ def open_db():
         return _db
 
 
+def forget_inherited_broker_connections() -> None:
+    """In a forked pool process: new connection pools for the SQLAlchemy broker's
+    engines, leaving the parent's connections to the parent (``sqla+`` brokers on
+    PostgreSQL or MySQL; SQLite's too)."""
+    for engine in sqlalchemy_broker_engines():
+        engine.dispose(close=False)
+
+
 def close_db() -> None:
     """Close this process's database (``worker_process_shutdown``)."""
     global _db, _db_pid
@@ -206,6 +215,8 @@ class ZopeFixup:
 
     def on_worker_process_init(self, **kwargs) -> None:
         # A fresh pool process after the fork: its own ZODB, never the parent's.
+        if self.ours and os.getpid() != self.main_pid:
+            forget_inherited_broker_connections()
         if self.ours and zope_booted():
             db = open_db()
             # The solo pool sends this signal too, in the main process: see on_worker_ready.

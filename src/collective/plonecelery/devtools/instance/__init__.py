@@ -30,8 +30,13 @@ callers stay light::
 
 ``python -m collective.plonecelery.devtools.instance create-site --zope-conf etc/zope.conf``
 creates the Plone site from the command line (see :func:`.site.main`).
+
+RelStorage on PostgreSQL instead of ZEO: a database (:class:`PostgreSQLDatabase`) and
+``write_zope_conf(relstorage_dsn=db.dsn, ...)``; no server process to start.
 """
 
+from .databases import MySQLDatabase  # noqa: F401
+from .databases import PostgreSQLDatabase  # noqa: F401
 from .processes import bin_path  # noqa: F401
 from .processes import ensure_port_free  # noqa: F401
 from .processes import free_port  # noqa: F401
