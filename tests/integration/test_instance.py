@@ -14,10 +14,15 @@ import time
 
 import httpx
 import pytest
+from conftest import BROKER
 
 from collective.plonecelery.devtools import instance
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [
+    pytest.mark.timeout(300),
+    # The instance tooling starts its own stack (make run's SQLite broker): one run is enough.
+    pytest.mark.skipif(BROKER != "sqlite", reason="broker-independent: the SQLite run covers it"),
+]
 
 SITE_ID = "Plone"
 TITLE = "Instance plumbing test site"
