@@ -20,6 +20,7 @@ from test_import_e2e import wait_for
 from collective.plonecelery.blogs import importer
 from collective.plonecelery.blogs import storage
 from collective.plonecelery.blogs.importer.blocks import volto_installed
+from collective.plonecelery.blogs.importer.images import image_id
 from collective.plonecelery.blogs.verify.signatures import sign
 from collective.plonecelery.devtools import demo_blog as blog
 
@@ -150,7 +151,13 @@ def test_imported_post_shows_as_volto_blocks_and_a_re_import_replaces_them(
             ],
         }
     ]
-    assert (blocks[4]["url"], blocks[4]["alt"]) == (image, "A picture")
+    # The body image is kept in Plone (importer/images.py): the block points at the Image,
+    # which anonymous visitors get from the site, not from the blog.
+    kept = f"{plone_http}/{volto_site}/news/images/{config.id}-{blog.WELCOME_ID}/{image_id(image)}"
+    assert (blocks[4]["url"], blocks[4]["alt"]) == (kept, "A picture")
+    served = httpx.get(f"{kept}/@@images/image", timeout=30)
+    assert served.status_code == 200 and served.headers["content-type"] == "image/png"
+    assert served.content == demo_blog.blog.image("welcome-to-the-demo-blog")
     assert blocks[5]["plaintext"] == "The picture"
     assert blocks[6]["url"] == "https://www.youtube.com/watch?v=dQw4w9WgXcQ"
     assert blocks[7]["value"][0]["type"] == "ol"
