@@ -78,17 +78,18 @@ def _queue_length(connection, name: str) -> dict:
 
 def outbox_status(connection, *, now: float) -> dict:
     box = records.get_outbox(connection, create=False)
-    counts = records.counts(connection)
+    counts = {records.PENDING: 0, records.DONE: 0, records.FAILED: 0}
     oldest = None
-    if box is not None:
-        for _, record in records.iter_records(box):
-            if record.state == records.PENDING and (oldest is None or record.created < oldest):
-                oldest = record.created
+    # One walk for the counts and the oldest pending record: this runs on every scrape.
+    for _, record in records.iter_records(box) if box is not None else ():
+        counts[record.state] = counts.get(record.state, 0) + 1
+        if record.state == records.PENDING and (oldest is None or record.created < oldest):
+            oldest = record.created
     last_run = getattr(box, "last_run", None) if box is not None else None
     return {
-        "pending": counts.get(records.PENDING, 0),
-        "done": counts.get(records.DONE, 0),
-        "failed": counts.get(records.FAILED, 0),
+        "pending": counts[records.PENDING],
+        "done": counts[records.DONE],
+        "failed": counts[records.FAILED],
         "oldest_pending_age": None if oldest is None else round(now - oldest, 1),
         "last_relay_run": last_run,
         "last_relay_run_age": None if last_run is None else round(now - last_run, 1),
