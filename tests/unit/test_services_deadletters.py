@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import logging
-import types
 
 import pytest
 import transaction
-import webtest
 from plone.app.testing import SITE_OWNER_NAME
 from plone.app.testing import SITE_OWNER_PASSWORD
 from plone.app.testing import TEST_USER_NAME
 from plone.app.testing import TEST_USER_PASSWORD
-from plone.testing._z2_testbrowser import Zope2Caller
+from test_services_sources import client
 
 from collective.plonecelery import deadletters
 from collective.plonecelery import task
@@ -56,16 +54,9 @@ def portal(layers):
             layer.testTearDown()
 
 
-def client(layers, auth=None):
-    app = webtest.TestApp(Zope2Caller(types.SimpleNamespace(handleErrors=True), layers[-1]["app"]))
-    if auth:
-        app.authorization = ("Basic", auth)
-    return app
-
-
 def test_list_show_retry_purge(layers, portal, caplog):
     caplog.set_level(logging.INFO)
-    manager = client(layers, (SITE_OWNER_NAME, SITE_OWNER_PASSWORD))
+    manager = client(layers, auth=(SITE_OWNER_NAME, SITE_OWNER_PASSWORD))
     listed = manager.get(API, headers={"Accept": "application/json"}).json
     assert [item["task_id"] for item in listed["items"]] == ["t-1", "t-2"]
     assert "traceback" not in listed["items"][0] and listed["items_total"] == 2
@@ -88,7 +79,7 @@ def test_list_show_retry_purge(layers, portal, caplog):
 
 
 def test_purge_all_and_who_may(layers, portal):
-    member = client(layers, (TEST_USER_NAME, TEST_USER_PASSWORD))
+    member = client(layers, auth=(TEST_USER_NAME, TEST_USER_PASSWORD))
     refused = member.get(API, headers={"Accept": "application/json"}, status=401)
     assert refused.json["type"] == "Unauthorized"
     member.post(f"{API}/purge", headers={"Accept": "application/json"}, status=401)
@@ -96,7 +87,7 @@ def test_purge_all_and_who_may(layers, portal):
     anonymous.get(API, headers={"Accept": "application/json"}, status=401)
     portal._p_jar.sync()
     assert len(deadletters.list_dead_letters(portal._p_jar)) == 2
-    manager = client(layers, (SITE_OWNER_NAME, SITE_OWNER_PASSWORD))
+    manager = client(layers, auth=(SITE_OWNER_NAME, SITE_OWNER_PASSWORD))
     assert manager.post(f"{API}/purge", headers={"Accept": "application/json"}).json == {
         "removed": 2
     }
