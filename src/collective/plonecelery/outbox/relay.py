@@ -234,7 +234,8 @@ def started_report(*, db, app, timeout: float, now: float | None = None) -> list
         if outbox is None:
             return []
         started = StartedTasks.read(connection, outbox, now=now, timeout=timeout, writable=False)
-        for _, record in iter_pending(outbox):
+        # Every pending record (the watermarks this may move are aborted with the read).
+        for _, record in pending_records(outbox, older_than=float("inf")):
             result = app.AsyncResult(record.task_id)
             if result.state != "STARTED":
                 continue
@@ -254,10 +255,6 @@ def started_report(*, db, app, timeout: float, now: float | None = None) -> list
                 }
             )
     return report
-
-
-def iter_pending(outbox: Outbox):
-    return pending_records(outbox, older_than=float("inf"))
 
 
 def _plain(value):
