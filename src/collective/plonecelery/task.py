@@ -297,10 +297,11 @@ class ZopeTask(Task):
             0, min(settings.conflict_backoff_max, settings.conflict_backoff * 2**retries)
         )
         logger.info(
-            "Task %s[%s] hit %s; retry %d of %d in %.2fs",
+            "Task %s[%s] hit %s (%s); retry %d of %d in %.2fs",
             self.name,
             self.request.id,
             type(exc).__name__,
+            exc,  # ZODB names the object (oid, class): what the tasks fought over
             retries + 1,
             settings.conflict_retries,
             countdown,
