@@ -120,6 +120,10 @@ def broker_environment(base_dir: Path, database=None) -> dict[str, str]:
         **urls,
         # A queue of our own: messages left over by other runs never reach us.
         "CELERY_TASK_DEFAULT_QUEUE": f"plonecelery-test-{run}",
+        # test_queues.py: its routed tasks go to a queue that only its own worker consumes.
+        "CELERY_TASK_ROUTES": json.dumps(
+            {"sample_tasks.routed_*": {"queue": f"plonecelery-test-{run}-imports"}}
+        ),
         "CELERY_IMPORTS": "sample_tasks",
         "PLONECELERY_CONFLICT_BACKOFF": "0.05",
         "PLONECELERY_CONFLICT_RETRIES": "3",

@@ -159,3 +159,14 @@ def record_user(key):
     runs = _runs(api.portal.get())
     runs[key] = f"{user.getId()}:{isinstance(user, UnrestrictedUser)}"
     return key
+
+
+@task.as_admin()
+def routed_slow_import(key, seconds):
+    """Routed to the imports queue by CELERY_TASK_ROUTES (see conftest.py); slow."""
+    import time
+
+    time.sleep(seconds)
+    runs = _runs(api.portal.get())
+    runs[key] = runs.get(key, 0) + 1
+    return key
