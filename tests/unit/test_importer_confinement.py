@@ -6,6 +6,8 @@ post says (its slug, its URL), its item lands in that folder; the user cannot ad
 content anywhere else. Same real HTTP blog and eager tasks as test_importer_tasks.py.
 """
 
+# ruff: noqa: F811 (the fixtures imported from test_importer_tasks are parameters here)
+
 from __future__ import annotations
 
 import pytest
@@ -27,7 +29,7 @@ MODIFY = "Modify portal content"
 
 
 @pytest.fixture
-def elsewhere(portal):  # noqa: F811
+def elsewhere(portal):
     """A folder and a document outside the source's target, made by a Manager."""
     with api.env.adopt_roles(["Manager"]):
         folder = api.content.create(container=portal, type="Folder", id="elsewhere")
@@ -36,7 +38,7 @@ def elsewhere(portal):  # noqa: F811
     return folder, document
 
 
-def test_the_import_user_holds_roles_on_its_target_folder_only(portal, ghost, blog, elsewhere):  # noqa: F811
+def test_the_import_user_holds_roles_on_its_target_folder_only(portal, ghost, blog, elsewhere):
     blog.add(ghost_post())
     result, _ = deliver(ghost, POST_ID)
     assert result.state == "SUCCESS", result.result
@@ -52,7 +54,7 @@ def test_the_import_user_holds_roles_on_its_target_folder_only(portal, ghost, bl
     assert api.user.has_permission(MODIFY, username=USER, obj=only_item(portal, ghost, POST_ID))
 
 
-def test_the_import_user_cannot_create_content_outside_its_target(portal, ghost, blog, elsewhere):  # noqa: F811
+def test_the_import_user_cannot_create_content_outside_its_target(portal, ghost, blog, elsewhere):
     from AccessControl import Unauthorized
     from plone.dexterity.utils import addContentToContainer
     from plone.dexterity.utils import createContent
@@ -82,7 +84,7 @@ def test_a_post_claiming_another_path_lands_in_the_target_folder(
     ghost,
     blog,
     elsewhere,
-    slug,  # noqa: F811
+    slug,
 ):
     folder, document = elsewhere
     post = ghost_post(slug=slug, url=f"https://demo.ghost.io/{slug}/", title="Planted")
