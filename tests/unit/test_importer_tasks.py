@@ -875,3 +875,29 @@ def test_a_deleted_post_takes_its_images_with_it(portal, httpserver, blog):
     del blog.posts[POST_ID]
     deliver(config, POST_ID, "remove")
     assert f"ghost-img-del-{POST_ID}" not in portal["news"]["images"]
+
+
+# -- Ghost pages -----------------------------------------------------------------------------
+
+
+def test_ghost_pages_become_documents_from_the_pages_endpoint(portal, httpserver, blog):
+    pages: dict[str, dict] = {}
+
+    def browse_pages(request) -> Response:
+        wanted = request.args.get("filter", "").removeprefix("id:")
+        page = pages.get(wanted)
+        return _json({"pages": [page] if page else [], "meta": {"pagination": {}}})
+
+    httpserver.expect_request("/ghost/api/content/pages/").respond_with_handler(browse_pages)
+    config = add_source(portal, httpserver, id="ghost-pages", ghost_pages=True)
+    pages[POST_ID] = ghost_post(title="About us")
+    result, delivery = deliver(config, f"page:{POST_ID}")
+    assert delivery["status"] == "imported", result.result
+    page = only_item(portal, config, f"page:{POST_ID}")
+    assert (page.portal_type, page.Title()) == ("Document", "About us")
+    assert items(portal, config, POST_ID) == []  # not mistaken for the post with that id
+    asked = {request.path for request, _ in httpserver.log}
+    assert asked == {"/ghost/api/content/pages/"}  # never the posts endpoint
+    del pages[POST_ID]
+    result, delivery = deliver(config, f"page:{POST_ID}", "remove")
+    assert delivery["status"] == "removed"

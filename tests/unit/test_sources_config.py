@@ -197,7 +197,7 @@ def test_field_names_match_the_documented_list():
             "on_remove",
         ),
         *("cdn_hosts", "allow_private", "iframe_hosts", "tolerance", "volto_blocks"),
-        *("sync_hours", "poll_minutes", "sync_max_posts"),
+        *("sync_hours", "poll_minutes", "sync_max_posts", "ghost_pages", "page_portal_type"),
     ]
 
 

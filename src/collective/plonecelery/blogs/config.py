@@ -71,6 +71,9 @@ class SourceConfig:
     sync_hours: float = 0.0
     poll_minutes: float = 0.0
     sync_max_posts: int = 30  # most posts one scheduled run looks at (newest first)
+    # Ghost only: import pages too (page.* webhooks), as page_portal_type items.
+    ghost_pages: bool = False
+    page_portal_type: str = "Document"
 
     @property
     def api_host(self) -> str:
@@ -115,6 +118,10 @@ class SourceConfig:
                 f"volto_blocks must be one of {', '.join(VOLTO_BLOCKS)}, not {self.volto_blocks!r}"
             )
         self._validate_schedule()
+        if self.ghost_pages and self.kind != "ghost":
+            raise ValueError(f"ghost_pages applies to Ghost sources only, not {self.kind}")
+        if self.ghost_pages and not self.page_portal_type:
+            raise ValueError("page_portal_type is empty: name the type for pages, e.g. 'Document'")
         if not self.portal_type:
             raise ValueError(
                 "portal_type is empty: name the content type to create, e.g. 'News Item'"
@@ -243,7 +250,7 @@ class SourceConfig:
         return cls(**kwargs)
 
 
-_BOOL_FIELDS = ("insecure", "allow_private")
+_BOOL_FIELDS = ("insecure", "allow_private", "ghost_pages")
 _TUPLE_FIELDS = ("cdn_hosts", "iframe_hosts")
 
 

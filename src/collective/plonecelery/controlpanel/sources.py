@@ -190,6 +190,13 @@ FIELDS = (
         _("label_sync_max_posts", default="Posts read per scheduled sync"),
         "int",
     ),
+    Field(
+        "ghost_pages",
+        _("label_ghost_pages", default="Import Ghost pages"),
+        "bool",
+        _("help_ghost_pages", default="Ghost only: page.* webhooks import pages too."),
+    ),
+    Field("page_portal_type", _("label_page_portal_type", default="Content type of pages"), "text"),
 )
 
 

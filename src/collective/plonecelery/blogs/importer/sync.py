@@ -6,6 +6,7 @@ last word: the webhook's action is only a hint.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import asdict
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from ..readers import ghost
 from ..readers import wordpress
 from ..readers.remote import RemotePost
 from ..readers.remote import utc_datetime
+from ..verify.events import PAGE_PREFIX
 from .images import remove_post_images
 from .items import check_may_modify
 from .items import create_item
@@ -68,6 +70,9 @@ def sync(
     (``verify.removals``), so it is removed without asking the API; ``as_of`` is when it was
     unpublished, and an item imported from a newer version of the post is kept.
     """
+    if remote_id is not None and remote_id.startswith(PAGE_PREFIX):
+        # A Ghost page: the same import, as the source's page type.
+        config = dataclasses.replace(config, portal_type=config.page_portal_type)
     reader = reader_for(config)
     if shown_gone and action == "remove" and remote_id is not None:
         return remove_shown_gone(config, remote_id=remote_id, as_of=as_of)
