@@ -901,3 +901,37 @@ def test_ghost_pages_become_documents_from_the_pages_endpoint(portal, httpserver
     del pages[POST_ID]
     result, delivery = deliver(config, f"page:{POST_ID}", "remove")
     assert delivery["status"] == "removed"
+
+
+# -- scheduled re-sync -------------------------------------------------------------------------
+
+
+def test_resync_imports_what_is_missing_or_newer_and_at_most_sync_max_posts(
+    portal, httpserver, blog
+):
+    config = add_source(portal, httpserver, id="ghost-sync", sync_hours=1.0, sync_max_posts=3)
+    ids = [f"{n:024x}" for n in range(1, 5)]
+    for post_id in ids:
+        blog.add(ghost_post(id=post_id, slug=f"post-{post_id[-1]}"))
+    deliver(config, ids[0])  # announced by a webhook: up to date
+
+    def run(name):
+        result = importer.tasks.queue_resync(config, run=name)
+        transaction.commit()
+        outcome = result.get(timeout=60, propagate=False)
+        transaction.begin()
+        return outcome, deliveries.get(f"sync:{config.id}:{name}")
+
+    outcome, entry = run("r1")
+    assert entry["event"] == "sync"
+    assert entry["error"] == "read 3 of the newest posts, queued 2 missing or changed"
+    assert [bool(items(portal, config, post_id)) for post_id in ids] == [True, True, True, False]
+    assert deliveries.get(f"sync:{config.id}:r1:{ids[1]}")["status"] == "imported"
+    outcome, entry = run("r2")
+    assert (entry["status"], entry["error"]) == (
+        "skipped",
+        "read 3 of the newest posts, queued 0 missing or changed",
+    )
+    storage.pause_source(config.id, until=2e9, reason="HTTP 429")
+    outcome, entry = run("r3")
+    assert entry["error"] == "source paused (HTTP 429); not read"

@@ -219,12 +219,7 @@ def resync(self, source_id: str, run: str | None = None) -> dict[str, Any]:
     except FetchError as exc:
         if _asks_for_a_pause(exc):
             until = time.time() + float(exc.retry_after)
-            storage.pause_source(
-                source_id,
-                until=until,
-                reason=f"{config.api_host} answered HTTP {exc.status}, "
-                f"Retry-After {exc.retry_after:.0f} s",
-            )
+            storage.pause_source(source_id, until=until, reason=_pause_reason(config, exc))
         # Committed with the pause taken above; imports queued before the failure go too.
         note_delivery(
             run_delivery,
@@ -239,7 +234,7 @@ def resync(self, source_id: str, run: str | None = None) -> dict[str, Any]:
         raise
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
-        _record_apart(run_delivery, status="failed", error=error, source_id=source_id)
+        _record_apart(run_delivery, status="failed", error=error, source_id=source_id, event="sync")
         raise
     note_delivery(
         run_delivery,
@@ -343,10 +338,14 @@ def _asks_for_a_pause(exc: FetchError) -> bool:
 
 def _pause(config, job: dict[str, Any], exc: FetchError) -> dict[str, Any]:
     until = time.time() + float(exc.retry_after)
-    reason = f"{config.api_host} answered HTTP {exc.status}, Retry-After {exc.retry_after:.0f} s"
+    reason = _pause_reason(config, exc)
     logger.warning("Pausing blog source %r until %s: %s", config.id, _iso(until), exc)
     storage.pause_source(config.id, until=until, reason=reason)
     return _wait_for_pause(config, job, until=until, reason=reason)
+
+
+def _pause_reason(config, exc: FetchError) -> str:
+    return f"{config.api_host} answered HTTP {exc.status}, Retry-After {exc.retry_after:.0f} s"
 
 
 def _wait_for_pause(config, job: dict[str, Any], *, until: float, reason: str) -> dict[str, Any]:
@@ -463,11 +462,12 @@ def _record_apart(
     error: str,
     source_id: str | None = None,
     of_source: str | None = None,
+    event: str = "backfill",
 ) -> None:
     """Record a failure in a transaction of its own, discarding the task's partial changes.
 
-    ``source_id``: a backfill page, recorded if new; ``of_source``: the source of a webhook
-    delivery, only updated.
+    ``source_id``: a backfill page (or a scheduled run: ``event="sync"``), recorded if new;
+    ``of_source``: the source of a webhook delivery, only updated.
     """
     if not delivery_id:
         return
@@ -476,7 +476,7 @@ def _record_apart(
         note_delivery(
             delivery_id,
             source_id=source_id,
-            event="backfill",
+            event=event,
             remote_id=None,
             status=status,
             error=error,
