@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 SCHEDULE_KEY = "collective.plonecelery.schedule"
 #: Seconds a run holds the lease of a site.
 LEASE_SECONDS = 120.0
+#: Seconds a queued schedule run stays valid at least.
+MIN_EXPIRY = 60.0
 
 
 def scheduled_sites(db) -> list[str]:
@@ -173,7 +175,9 @@ class BlogScheduleStep(PeriodicStep):
         return self.settings.blog_schedule_interval
 
     def send(self, interval: float) -> None:
-        due_sources.apply_async(expires=interval * 2, ignore_result=True)
+        # Not expiring after two short intervals: on a polling broker (SQLite) a message
+        # can take longer than that to arrive, and each run would be discarded unseen.
+        due_sources.apply_async(expires=max(interval * 2, MIN_EXPIRY), ignore_result=True)
 
 
 # The name is what workers of every version route: keep it.
