@@ -131,6 +131,9 @@ def broker_environment(base_dir: Path, database=None) -> dict[str, str]:
         # Relay pending outbox records quickly, so broker outages heal fast.
         "PLONECELERY_OUTBOX_GRACE": "2",
         "PLONECELERY_OUTBOX_RELAY_INTERVAL": "1",
+        # Blog sources' schedule runs every second (test_import_schedule.py); a run that
+        # finds nothing due is one read of the site's sources.
+        "PLONECELERY_BLOG_SCHEDULE_INTERVAL": "1",
         # Workers beat every second; a started task nobody reports for 5 s is sent again.
         "PLONECELERY_WORKER_HEARTBEAT": "1",
         "PLONECELERY_OUTBOX_STARTED_TIMEOUT": "5",

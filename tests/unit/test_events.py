@@ -43,8 +43,13 @@ def test_ghost_other_events_are_ignored(event):
     assert parse("ghost", PUBLISHED, event_hint=event) == Notification(None, None, event)
 
 
-def test_ghost_page_body_without_hint_is_ignored():
-    assert parse("ghost", {"page": {"current": {"id": "p1"}, "previous": {}}}).action is None
+def test_ghost_pages_are_keyed_apart_from_posts():
+    page = {"page": {"current": {"id": "p1"}, "previous": {}}}
+    assert parse("ghost", page) == Notification("upsert", "page:p1", "")
+    for event, action in [("page.published.edited", "upsert"), ("page.deleted", "remove")]:
+        assert parse("ghost", page, event_hint=event) == Notification(action, "page:p1", event)
+    # A page event on a post body (or the reverse) is nobody's event.
+    assert parse("ghost", page, event_hint="post.published").action is None
 
 
 def test_ghost_without_event_guesses_from_current():

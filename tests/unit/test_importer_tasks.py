@@ -875,3 +875,63 @@ def test_a_deleted_post_takes_its_images_with_it(portal, httpserver, blog):
     del blog.posts[POST_ID]
     deliver(config, POST_ID, "remove")
     assert f"ghost-img-del-{POST_ID}" not in portal["news"]["images"]
+
+
+# -- Ghost pages -----------------------------------------------------------------------------
+
+
+def test_ghost_pages_become_documents_from_the_pages_endpoint(portal, httpserver, blog):
+    pages: dict[str, dict] = {}
+
+    def browse_pages(request) -> Response:
+        wanted = request.args.get("filter", "").removeprefix("id:")
+        page = pages.get(wanted)
+        return _json({"pages": [page] if page else [], "meta": {"pagination": {}}})
+
+    httpserver.expect_request("/ghost/api/content/pages/").respond_with_handler(browse_pages)
+    config = add_source(portal, httpserver, id="ghost-pages", ghost_pages=True)
+    pages[POST_ID] = ghost_post(title="About us")
+    result, delivery = deliver(config, f"page:{POST_ID}")
+    assert delivery["status"] == "imported", result.result
+    page = only_item(portal, config, f"page:{POST_ID}")
+    assert (page.portal_type, page.Title()) == ("Document", "About us")
+    assert items(portal, config, POST_ID) == []  # not mistaken for the post with that id
+    asked = {request.path for request, _ in httpserver.log}
+    assert asked == {"/ghost/api/content/pages/"}  # never the posts endpoint
+    del pages[POST_ID]
+    result, delivery = deliver(config, f"page:{POST_ID}", "remove")
+    assert delivery["status"] == "removed"
+
+
+# -- scheduled re-sync -------------------------------------------------------------------------
+
+
+def test_resync_imports_what_is_missing_or_newer_and_at_most_sync_max_posts(
+    portal, httpserver, blog
+):
+    config = add_source(portal, httpserver, id="ghost-sync", sync_hours=1.0, sync_max_posts=3)
+    ids = [f"{n:024x}" for n in range(1, 5)]
+    for post_id in ids:
+        blog.add(ghost_post(id=post_id, slug=f"post-{post_id[-1]}"))
+    deliver(config, ids[0])  # announced by a webhook: up to date
+
+    def run(name):
+        result = importer.tasks.queue_resync(config, run=name)
+        transaction.commit()
+        outcome = result.get(timeout=60, propagate=False)
+        transaction.begin()
+        return outcome, deliveries.get(f"sync:{config.id}:{name}")
+
+    outcome, entry = run("r1")
+    assert entry["event"] == "sync"
+    assert entry["error"] == "read 3 of the newest posts, queued 2 missing or changed"
+    assert [bool(items(portal, config, post_id)) for post_id in ids] == [True, True, True, False]
+    assert deliveries.get(f"sync:{config.id}:r1:{ids[1]}")["status"] == "imported"
+    outcome, entry = run("r2")
+    assert (entry["status"], entry["error"]) == (
+        "skipped",
+        "read 3 of the newest posts, queued 0 missing or changed",
+    )
+    storage.pause_source(config.id, until=2e9, reason="HTTP 429")
+    outcome, entry = run("r3")
+    assert entry["error"] == "source paused (HTTP 429); not read"

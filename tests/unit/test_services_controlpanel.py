@@ -157,6 +157,7 @@ def test_add_through_the_form(manager, portal):
     form["cdn_hosts"] = "cdn.example.org\n\nimg.example.org\n"
     form["tolerance"] = "600"
     form["volto_blocks"] = "off"
+    form["sync_hours"] = "1.5"
     response = form.submit("form.buttons.save", status=302)
     overview = response.follow()
     assert "Source saved." in overview.text
@@ -167,6 +168,7 @@ def test_add_through_the_form(manager, portal):
     assert config.header_name == "X-WC-Webhook-Signature"
     assert config.insecure is False
     assert config.volto_blocks == "off"
+    assert (config.sync_hours, config.poll_minutes, config.sync_max_posts) == (1.5, 0.0, 30)
 
 
 def test_invalid_input_shows_the_error_and_keeps_what_was_typed(manager, portal):

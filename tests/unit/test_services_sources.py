@@ -175,8 +175,21 @@ def test_patch_errors(manager, portal):
     error = manager.patch_json(f"{API}/@blog-sources/blog", {"scheme": "rot13"}, status=400).json
     assert "unknown webhook scheme" in error["message"]
     manager.patch_json(f"{API}/@blog-sources/nope", {"title": "x"}, status=404)
+    error = manager.patch_json(f"{API}/@blog-sources/blog", {"poll_minutes": 5}, status=400).json
+    assert "poll_minutes applies to feed sources only" in error["message"]
     portal._p_jar.sync()
     assert storage.get_source("blog", portal=portal).scheme == "ghost"
+
+
+def test_patch_the_schedule(manager, portal):
+    manager.post_json(f"{API}/@blog-sources", SOURCE, status=201)
+    assert manager.get(f"{API}/@blog-sources/blog").json["sync_hours"] == 0.0
+    patched = manager.patch_json(
+        f"{API}/@blog-sources/blog", {"sync_hours": 6, "sync_max_posts": 50}, status=200
+    ).json
+    assert (patched["sync_hours"], patched["sync_max_posts"]) == (6.0, 50)
+    portal._p_jar.sync()
+    assert storage.get_source("blog", portal=portal).sync_interval == 6 * 3600
 
 
 def test_unknown_paths(manager, portal):

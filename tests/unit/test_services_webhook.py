@@ -789,3 +789,18 @@ def test_an_unsigned_removal_is_always_fetched(app, portal):
     body = (DATA / "ghost_webhook_post_deleted.SYNTH.json").read_bytes()
     send(app, "open", body, {}, event="post.deleted", status=202)
     assert CALLS[0]["action"] == "remove" and "shown_gone" not in CALLS[0]
+
+
+def test_ghost_page_events_are_imported_only_where_the_source_asks(app, portal):
+    body = json.dumps({"page": {"current": {"id": "5c7ece47da174000c0c5c6d8"}}}).encode()
+    headers = sign(scheme="ghost", secret=GHOST_SECRET, body=body)
+    make_source(portal)
+    url = "/plone/@blog-webhook/{}?event=page.published"
+    assert post(app, url.format("ghost"), body, headers, status=202).json["ignored"] is True
+    assert CALLS == []
+    make_source(portal, id="with-pages", ghost_pages=True)
+    answer = post(app, url.format("with-pages"), body, headers, status=202).json
+    assert answer["remote_id"] == "page:5c7ece47da174000c0c5c6d8"
+    assert [(call["remote_id"], call["action"]) for call in CALLS] == [
+        ("page:5c7ece47da174000c0c5c6d8", "upsert")
+    ]

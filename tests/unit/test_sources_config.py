@@ -79,6 +79,9 @@ def test_allowed_hosts_are_api_host_plus_cdn_hosts():
         ({"volto_blocks": "yes"}, "auto, on, off"),
         ({"portal_type": ""}, "portal_type"),
         ({"tolerance": 0}, "tolerance"),
+        ({"sync_hours": -1.0}, "sync_hours must be 0"),
+        ({"poll_minutes": 5.0}, "feed sources only"),
+        ({"sync_max_posts": 0}, "between 1 and 500"),
         ({"cdn_hosts": ("https://cdn.example.org/x",)}, "bare host"),
         ({"iframe_hosts": ("www.youtube.com:443",)}, "bare host"),
     ],
@@ -151,6 +154,9 @@ def test_from_dict_uses_defaults_for_absent_optional_keys():
         ({"iframe_hosts": [1]}, "list of host names"),
         ({"title": 5}, "string"),
         ({"secret": {"set": True}}, "redacted"),
+        ({"sync_hours": "2"}, "must be a number"),
+        ({"poll_minutes": True}, "must be a number"),
+        ({"sync_max_posts": 2.5}, "integer"),
     ],
 )
 def test_from_dict_rejects_wrong_types(changes, message):
@@ -191,4 +197,23 @@ def test_field_names_match_the_documented_list():
             "on_remove",
         ),
         *("cdn_hosts", "allow_private", "iframe_hosts", "tolerance", "volto_blocks"),
+        *("sync_hours", "poll_minutes", "sync_max_posts", "ghost_pages", "page_portal_type"),
     ]
+
+
+def test_sources_stored_before_the_schedule_keep_working_unscheduled():
+    stored = make().to_dict(include_secrets=True)
+    for key in ("sync_hours", "poll_minutes", "sync_max_posts"):
+        del stored[key]
+    config = SourceConfig.from_dict(stored)
+    config.validate()
+    assert (config.sync_interval, config.sync_max_posts) == (0.0, 30)
+
+
+def test_sync_interval_is_hours_or_a_feeds_poll_minutes():
+    assert make(sync_hours=2).sync_interval == 7200.0
+    feed = make(kind="feed", api_key="", api_url="https://b.example.org/feed", sync_hours=2)
+    assert feed.sync_interval == 7200.0
+    feed.poll_minutes = 5.0
+    feed.validate()
+    assert feed.sync_interval == 300.0

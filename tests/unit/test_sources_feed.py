@@ -133,3 +133,60 @@ def test_test_connection(httpserver):
     summary = feed.test_connection(config)
     assert summary["kind"] == "feed" and summary["total"] == 2
     assert summary["sample"]["title"] == "Fish & chips"
+
+
+TOMBSTONED = b"""<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom" xmlns:at="http://purl.org/atompub/tombstones/1.0">
+  <title>Blog</title>
+  <id>urn:blog</id>
+  <updated>2024-03-06T12:00:00Z</updated>
+  <at:deleted-entry ref="tag:blog,2024:1" when="2024-03-06T10:00:00Z"/>
+  <at:deleted-entry ref="tag:blog,2024:2" when="2024-03-06T11:00:00Z">
+    <at:comment>spam</at:comment></at:deleted-entry>
+  <entry><id>tag:blog,2024:3</id><title>Kept</title><updated>2024-03-06T09:00:00Z</updated>
+    <content type="html">&lt;p&gt;Body&lt;/p&gt;</content></entry>
+</feed>"""
+
+
+def test_tombstones_are_all_read_where_feedparser_keeps_one(httpserver):
+    httpserver.expect_request("/atom").respond_with_data(
+        TOMBSTONED, content_type="application/atom+xml"
+    )
+    read = feed.read_changes(make_config(httpserver, "/atom"))
+    assert read.deleted == ["tag:blog,2024:1", "tag:blog,2024:2"]
+    assert [post.remote_id for post in read.posts] == ["tag:blog,2024:3"]
+    assert feed.tombstones(b'{"version": "https://jsonfeed.org/version/1.1"}') == []
+    # No entity expansion: a billion-laughs feed yields nothing, quickly.
+    bomb = b'<!DOCTYPE f [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><f>&b;</f>'
+    assert feed.tombstones(bomb) == []
+
+
+def test_conditional_get_answers_304_on_a_matching_etag(httpserver):
+    from werkzeug import Response
+
+    def respond(request):
+        if request.headers.get("If-None-Match") == '"v1"':
+            return Response(status=304, headers={"ETag": '"v1"'})
+        return Response(
+            TOMBSTONED,
+            content_type="application/atom+xml",
+            headers={"ETag": '"v1"', "Last-Modified": "Wed, 06 Mar 2024 12:00:00 GMT"},
+        )
+
+    httpserver.expect_request("/atom").respond_with_handler(respond)
+    config = make_config(httpserver, "/atom")
+    first = feed.read_changes(config)
+    assert (first.not_modified, first.etag, first.last_modified) == (
+        False,
+        '"v1"',
+        "Wed, 06 Mar 2024 12:00:00 GMT",
+    )
+    again = feed.read_changes(config, etag=first.etag, last_modified=first.last_modified)
+    assert (again.not_modified, again.posts, again.etag) == (True, [], '"v1"')
+    sent = httpserver.log[-1][0].headers
+    assert sent["If-Modified-Since"] == "Wed, 06 Mar 2024 12:00:00 GMT"
+    # Without validators a 304 is an error, as before (nobody asked "unless unchanged").
+    with pytest.raises(FetchError, match="304"):
+        httpserver.clear()
+        httpserver.expect_request("/atom").respond_with_data("", status=304)
+        feed.read_feed(config)

@@ -199,3 +199,35 @@ def test_config_from_data_refuses_unknown_fields():
         storage.config_from_data({"id": "b", "title": "B", "kind": "feed", "colour": "red"})
     with pytest.raises(ValueError, match="missing 'api_url'"):
         storage.config_from_data({"id": "b", "title": "B", "kind": "feed"})
+
+
+def test_schedule_lease_and_due_sources(portal):
+    from collective.plonecelery.blogs.importer import schedule
+
+    assert schedule.take_lease(portal, owner="w1", now=1000.0)
+    assert not schedule.take_lease(portal, owner="w2", now=1001.0)
+    assert schedule.take_lease(portal, owner="w1", now=1001.0)  # its own lease, renewed
+    assert schedule.take_lease(portal, owner="w2", now=1001.0 + schedule.LEASE_SECONDS)
+    schedule.release_lease(portal)
+    assert schedule.take_lease(portal, owner="w1", now=1002.0)
+
+    hourly = config(id="hourly", sync_hours=1.0)
+    feed = config(id="feed", kind="feed", api_key="", poll_minutes=10.0)
+    never = config(id="never")
+    runs = {"hourly": {"last_run": 1000.0}, "feed": {"last_run": 1000.0}}
+    assert schedule.due([hourly, feed, never], runs, now=1599.0) == []
+    assert schedule.due([hourly, feed, never], runs, now=1600.0) == [feed]
+    assert schedule.due([hourly, feed, never], runs, now=4600.0) == [hourly, feed]
+    assert schedule.due([hourly], {}, now=0.0) == [hourly]  # never run: due at once
+
+
+def test_feed_validators_and_304_counts(portal):
+    assert storage.feed_validators("feed", portal=portal) == {}
+    storage.note_feed_read("feed", etag='"v1"', last_modified="", portal=portal)
+    assert storage.feed_validators("feed", portal=portal) == {"etag": '"v1"'}
+    storage.note_feed_read("feed", not_modified=True, portal=portal)
+    storage.note_feed_read("feed", not_modified=True, portal=portal)
+    assert storage.feed_counts("feed", portal=portal) == {"not_modified": 2}
+    # A pause of the same source keeps the validators (one state mapping).
+    storage.pause_source("feed", until=2e9, reason="429", portal=portal)
+    assert storage.feed_validators("feed", portal=portal) == {"etag": '"v1"'}

@@ -84,6 +84,8 @@ class EnvironmentSettings(Mapping):
 app.config_from_object(EnvironmentSettings())
 # Every worker asks for outbox relay runs (a string: loaded with the worker).
 app.steps["worker"].add("collective.plonecelery.outbox.relay:OutboxRelayStep")
+# ... and for runs of the blog sources' schedule (re-sync, feed polling).
+app.steps["worker"].add("collective.plonecelery.blogs.importer.schedule:BlogScheduleStep")
 
 
 def check_configuration(event=None) -> None:

@@ -310,6 +310,9 @@ class AddonSettings:
     #: (hmac-sha256-base64, websub, github without X-GitHub-Delivery, none) counts as the
     #: sender's retry once its import has run; later it queues the import again.
     delivery_repeat_window: float = _positive(60.0)
+    #: How often each worker asks for a run of the blog sources' schedule (seconds; 0 turns
+    #: scheduled re-syncs and feed polling off). See blogs/importer/schedule.py.
+    blog_schedule_interval: float = 60.0
 
 
 def addon_settings(environ: Mapping[str, str] | None = None) -> AddonSettings:

@@ -29,6 +29,8 @@ KINDS = ("ghost", "wordpress", "feed")
 ON_REMOVE = ("retract", "delete")
 VOLTO_BLOCKS = ("auto", "on", "off")
 SECRET_FIELDS = ("secret", "api_key", "app_password")
+#: Upper bound of ``sync_max_posts``: a scheduled run stays a few pages of the API.
+MAX_SYNC_POSTS = 500
 
 _ID = re.compile(r"[a-z0-9_-]{1,64}")
 _HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
@@ -64,6 +66,14 @@ class SourceConfig:
     tolerance: int = 300  # seconds a signed webhook timestamp may be off
     # Volto blocks for imported posts: 'auto' (when plone.volto is installed), 'on' or 'off'.
     volto_blocks: str = "auto"
+    # Scheduled re-sync (see blogs/schedule.py): read the newest posts every sync_hours and
+    # import what webhooks missed; feeds are polled every poll_minutes. 0 turns either off.
+    sync_hours: float = 0.0
+    poll_minutes: float = 0.0
+    sync_max_posts: int = 30  # most posts one scheduled run looks at (newest first)
+    # Ghost only: import pages too (page.* webhooks), as page_portal_type items.
+    ghost_pages: bool = False
+    page_portal_type: str = "Document"
 
     @property
     def api_host(self) -> str:
@@ -107,6 +117,11 @@ class SourceConfig:
             raise ValueError(
                 f"volto_blocks must be one of {', '.join(VOLTO_BLOCKS)}, not {self.volto_blocks!r}"
             )
+        self._validate_schedule()
+        if self.ghost_pages and self.kind != "ghost":
+            raise ValueError(f"ghost_pages applies to Ghost sources only, not {self.kind}")
+        if self.ghost_pages and not self.page_portal_type:
+            raise ValueError("page_portal_type is empty: name the type for pages, e.g. 'Document'")
         if not self.portal_type:
             raise ValueError(
                 "portal_type is empty: name the content type to create, e.g. 'News Item'"
@@ -126,6 +141,28 @@ class SourceConfig:
                             else ""
                         )
                     )
+
+    @property
+    def sync_interval(self) -> float:
+        """Seconds between two scheduled runs (0: none): a feed's ``poll_minutes`` wins."""
+        if self.kind == "feed" and self.poll_minutes > 0:
+            return self.poll_minutes * 60.0
+        return self.sync_hours * 3600.0
+
+    def _validate_schedule(self) -> None:
+        for name in ("sync_hours", "poll_minutes"):
+            if getattr(self, name) < 0:
+                raise ValueError(
+                    f"{name} must be 0 (off) or a positive number, not {getattr(self, name)}"
+                )
+        if self.poll_minutes and self.kind != "feed":
+            raise ValueError(
+                f"poll_minutes applies to feed sources only; use sync_hours for {self.kind} sources"
+            )
+        if not 1 <= self.sync_max_posts <= MAX_SYNC_POSTS:
+            raise ValueError(
+                f"sync_max_posts must be between 1 and {MAX_SYNC_POSTS}, not {self.sync_max_posts}"
+            )
 
     def _validate_url(self) -> None:
         parts = urlsplit(self.api_url or "")
@@ -213,7 +250,7 @@ class SourceConfig:
         return cls(**kwargs)
 
 
-_BOOL_FIELDS = ("insecure", "allow_private")
+_BOOL_FIELDS = ("insecure", "allow_private", "ghost_pages")
 _TUPLE_FIELDS = ("cdn_hosts", "iframe_hosts")
 
 
@@ -222,10 +259,14 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be true or false, not {value!r:.40}")
         return value
-    if name == "tolerance":
+    if name in ("tolerance", "sync_max_posts"):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"tolerance must be an integer number of seconds, not {value!r:.40}")
+            raise ValueError(f"{name} must be an integer number, not {value!r:.40}")
         return value
+    if name in ("sync_hours", "poll_minutes"):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            raise ValueError(f"{name} must be a number (0 turns it off), not {value!r:.40}")
+        return float(value)
     if name in _TUPLE_FIELDS:
         if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
             raise ValueError(f"{name} must be a list of host names")

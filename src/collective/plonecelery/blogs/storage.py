@@ -277,12 +277,7 @@ def webhook_urls(portal, source_id: str) -> dict[str, str]:
 STATE_KEY = "collective.plonecelery.source-state"
 
 
-def pause_source(source_id: str, *, until: float, reason: str, portal=None) -> None:
-    """Stop fetching from ``source_id`` until ``until`` (Unix seconds), saying why.
-
-    Imports queued meanwhile wait for the end of the pause instead of fetching (see
-    ``importer.tasks``); the control panel and ``@blog-sources`` show the pause.
-    """
+def _state(source_id: str, *, portal) -> PersistentMapping:
     annotations = IAnnotations(_portal(portal))
     states = annotations.get(STATE_KEY)
     if states is None:
@@ -290,6 +285,48 @@ def pause_source(source_id: str, *, until: float, reason: str, portal=None) -> N
     state = states.get(source_id)
     if state is None:
         state = states[source_id] = PersistentMapping()
+    return state
+
+
+def feed_validators(source_id: str, *, portal=None) -> dict[str, str]:
+    """The ``ETag`` and ``Last-Modified`` of the feed's last read, for a conditional GET."""
+    states = IAnnotations(_portal(portal)).get(STATE_KEY)
+    state = states.get(source_id) if states is not None else None
+    if state is None:
+        return {}
+    return {key: state[key] for key in ("etag", "last_modified") if state.get(key)}
+
+
+def note_feed_read(
+    source_id: str,
+    *,
+    etag: str | None = None,
+    last_modified: str | None = None,
+    not_modified: bool = False,
+    portal=None,
+) -> None:
+    """Remember the validators of a feed just read, or count one more 304 (``not_modified``)."""
+    state = _state(source_id, portal=portal)
+    if not_modified:
+        state["not_modified"] = state.get("not_modified", 0) + 1
+        return
+    state.update({"etag": etag or "", "last_modified": last_modified or ""})
+
+
+def feed_counts(source_id: str, *, portal=None) -> dict[str, int]:
+    """``{"not_modified": n}``: how many polls of the feed were answered 304."""
+    states = IAnnotations(_portal(portal)).get(STATE_KEY)
+    state = states.get(source_id) if states is not None else None
+    return {"not_modified": state.get("not_modified", 0) if state is not None else 0}
+
+
+def pause_source(source_id: str, *, until: float, reason: str, portal=None) -> None:
+    """Stop fetching from ``source_id`` until ``until`` (Unix seconds), saying why.
+
+    Imports queued meanwhile wait for the end of the pause instead of fetching (see
+    ``importer.tasks``); the control panel and ``@blog-sources`` show the pause.
+    """
+    state = _state(source_id, portal=portal)
     if state.get("paused_until", 0) < until or state.get("pause_reason") != reason:
         state.update({"paused_until": until, "pause_reason": reason})
 

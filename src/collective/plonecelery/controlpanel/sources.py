@@ -169,6 +169,34 @@ FIELDS = (
         ),
         choices=VOLTO_BLOCKS,
     ),
+    Field(
+        "sync_hours",
+        _("label_sync_hours", default="Sync every (hours)"),
+        "number",
+        _(
+            "help_sync_hours",
+            default="A worker reads the newest posts this often and imports what webhooks "
+            "missed. 0: never.",
+        ),
+    ),
+    Field(
+        "poll_minutes",
+        _("label_poll_minutes", default="Poll the feed every (minutes)"),
+        "number",
+        _("help_poll_minutes", default="Feeds only; 0: never (or as Sync every says)."),
+    ),
+    Field(
+        "sync_max_posts",
+        _("label_sync_max_posts", default="Posts read per scheduled sync"),
+        "int",
+    ),
+    Field(
+        "ghost_pages",
+        _("label_ghost_pages", default="Import Ghost pages"),
+        "bool",
+        _("help_ghost_pages", default="Ghost only: page.* webhooks import pages too."),
+    ),
+    Field("page_portal_type", _("label_page_portal_type", default="Content type of pages"), "text"),
 )
 
 
@@ -321,11 +349,14 @@ class SourcesControlPanel(BrowserView):
             elif field.widget == "lines":
                 text = raw or ""
                 data[field.name] = [line.strip() for line in text.splitlines() if line.strip()]
-            elif field.widget == "int":
+            elif field.widget in ("int", "number"):
+                kind, word = (
+                    (int, "a whole number") if field.widget == "int" else (float, "a number")
+                )
                 try:
-                    data[field.name] = int(str(raw or "").strip())
+                    data[field.name] = kind(str(raw or "").strip() or 0)
                 except ValueError:
-                    raise ValueError(f"{field.name} must be a whole number, not {raw!r}") from None
+                    raise ValueError(f"{field.name} must be {word}, not {raw!r}") from None
             else:
                 data[field.name] = (raw or "").strip()
         return data

@@ -13,13 +13,13 @@ import time
 from dataclasses import dataclass
 
 from BTrees.OOBTree import OOBTree
-from celery import bootsteps
 from ZODB.POSException import ConflictError
 
 from ..app import app
 from ..config import addon_settings
 from ..dispatch import Message
 from ..worker import presence
+from ..worker.periodic import PeriodicStep
 from ..worker.process import get_db
 from ..zodb import own_connection
 from ..zodb import writer_id
@@ -266,30 +266,16 @@ def _plain(value):
     return value
 
 
-class OutboxRelayStep(bootsteps.StartStopStep):
+class OutboxRelayStep(PeriodicStep):
     """Worker bootstep: ask for a relay run every ``outbox_relay_interval`` s."""
 
-    requires = {"celery.worker.components:Timer"}
+    what = "the outbox relay"
 
-    def __init__(self, worker, **kwargs):
-        self.settings = addon_settings()
-        self.timer_entry = None
+    def interval(self) -> float:
+        return self.settings.outbox_relay_interval if self.settings.outbox else 0.0
 
-    def start(self, worker):
-        interval = self.settings.outbox_relay_interval
-        if interval > 0 and self.settings.outbox:
-            self.timer_entry = worker.timer.call_repeatedly(interval, self.tick, args=(interval,))
-
-    def tick(self, interval: float) -> None:
-        try:
-            relay_outbox.apply_async(expires=interval * 2, ignore_result=True)
-        except Exception:
-            logger.warning("Could not queue the outbox relay", exc_info=True)
-
-    def stop(self, worker):
-        if self.timer_entry is not None:
-            self.timer_entry.cancel()
-            self.timer_entry = None
+    def send(self, interval: float) -> None:
+        relay_outbox.apply_async(expires=interval * 2, ignore_result=True)
 
 
 # The name is stored nowhere but is what workers of every version route: keep it.

@@ -203,6 +203,8 @@ class BlogWebhook(PathParams, BrowserView):
             )
         except events.MalformedPayload as exc:
             raise ServiceError(400, "MalformedPayload", str(exc)) from None
+        if (note.remote_id or "").startswith(events.PAGE_PREFIX) and not config.ghost_pages:
+            note = events.Notification(action=None, remote_id=None, event=note.event)
         delivery_id, window = delivery_identity(
             config,
             verified=verified,

@@ -6,6 +6,7 @@ last word: the webhook's action is only a hint.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import asdict
 from dataclasses import dataclass
@@ -15,11 +16,13 @@ from ...content.remote_post import INDEX
 from ...content.remote_post import enable_behavior
 from ...content.remote_post import remote_key
 from ...exceptions import PostGone
+from .. import storage
 from ..readers import feed
 from ..readers import ghost
 from ..readers import wordpress
 from ..readers.remote import RemotePost
 from ..readers.remote import utc_datetime
+from ..verify.events import PAGE_PREFIX
 from .images import remove_post_images
 from .items import check_may_modify
 from .items import create_item
@@ -67,6 +70,9 @@ def sync(
     (``verify.removals``), so it is removed without asking the API; ``as_of`` is when it was
     unpublished, and an item imported from a newer version of the post is kept.
     """
+    if remote_id is not None and remote_id.startswith(PAGE_PREFIX):
+        # A Ghost page: the same import, as the source's page type.
+        config = dataclasses.replace(config, portal_type=config.page_portal_type)
     reader = reader_for(config)
     if shown_gone and action == "remove" and remote_id is not None:
         return remove_shown_gone(config, remote_id=remote_id, as_of=as_of)
@@ -88,15 +94,36 @@ def sync(
     return upsert_post(config, post)
 
 
-def sync_feed(config) -> Outcome:
-    """Upsert every entry of a feed source (entries no longer in the feed are left alone)."""
-    posts, _ = feed.list_posts(config)
+def sync_feed(config, *, limit: int | None = None, conditional: bool = False) -> Outcome:
+    """Upsert the entries of a feed source (the first ``limit``) and remove its tombstones.
+
+    Entries no longer in the feed are left alone (they scroll off); entries the feed marks
+    deleted (``at:deleted-entry``) are retracted or deleted per ``on_remove``.
+    ``conditional``: send the validators of the last read; a 304 is counted and does nothing.
+    """
+    validators = storage.feed_validators(config.id) if conditional else {}
+    read = feed.read_changes(config, **validators)
+    if read.not_modified:
+        storage.note_feed_read(config.id, not_modified=True)
+        return Outcome("skipped", None, note="the feed is unchanged (HTTP 304)")
+    if conditional:
+        storage.note_feed_read(config.id, etag=read.etag, last_modified=read.last_modified)
+    posts = read.posts[:limit] if limit else read.posts
     outcomes = [upsert_post(config, post) for post in posts]
     changed = sum(outcome.status == "imported" for outcome in outcomes)
-    notes = [f"{outcome.remote_id}: {outcome.note}" for outcome in outcomes if outcome.note]
+    removals = [
+        remove_post(config, remote_id=ref, reason="the feed marks the entry deleted")
+        for ref in read.deleted
+    ]
+    removed = sum(outcome.status == "removed" for outcome in removals)
+    notes = [
+        f"{outcome.remote_id}: {outcome.note}" for outcome in outcomes + removals if outcome.note
+    ]
     summary = f"{changed} of {len(posts)} entries imported or updated"
+    if read.deleted:
+        summary += f", {removed} of {len(read.deleted)} deleted entries removed"
     return Outcome(
-        "imported" if changed else "skipped",
+        "imported" if changed or removed else "skipped",
         None,
         note="; ".join([summary, *notes]),
     )

@@ -19,9 +19,12 @@ from ...exceptions import PostGone
 from ...task import task
 from .. import deliveries
 from .. import storage
+from .items import is_newer
 from .sync import check_action
+from .sync import find_item
 from .sync import reader_for
 from .sync import sync
+from .sync import sync_feed
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +78,15 @@ def queue_backfill(config, *, run: str | None = None):
     return backfill.apply_async(
         args=(config.id,),
         kwargs={"page": 1, "run": run or uuid.uuid4().hex[:8]},
+        run_as=config.import_user,
+    )
+
+
+def queue_resync(config, *, run: str | None = None):
+    """Queue :func:`resync` of ``config`` (what the schedule does when a source is due)."""
+    return resync.apply_async(
+        args=(config.id,),
+        kwargs={"run": run or uuid.uuid4().hex[:8]},
         run_as=config.import_user,
     )
 
@@ -181,6 +193,62 @@ def backfill(self, source_id: str, page: int = 1, run: str | None = None) -> dic
     return {"run": run, "page": page, "queued": queued, "next_page": next_page}
 
 
+@task(bind=True, name=TASK_NAMES + "resync")
+def resync(self, source_id: str, run: str | None = None) -> dict[str, Any]:
+    """One scheduled run: import what webhooks missed among the newest posts of ``source_id``.
+
+    Reads at most ``sync_max_posts`` posts, newest first, and queues :func:`import_post` for
+    each one that has no item or is newer than its item; a feed is read once, conditionally,
+    and its entries are upserted here. The run is in the delivery log as
+    ``sync:<source>:<run>`` (event ``sync``), each queued post as ``sync:<source>:<run>:<id>``.
+    A failure is recorded and not retried: the next scheduled run tries again.
+    """
+    run = run or (self.request.id or uuid.uuid4().hex)[:8]
+    run_delivery = f"sync:{source_id}:{run}"
+    note = None
+    try:
+        config = storage.get_source(source_id)
+        pause = storage.source_pause(source_id)
+        if pause is not None:
+            status, note = "skipped", f"source paused ({pause['reason']}); not read"
+        elif config.kind == "feed":
+            outcome = sync_feed(config, limit=config.sync_max_posts, conditional=True)
+            status, note = outcome.status, outcome.note
+        else:
+            status, note = _queue_changed(config, run_delivery=run_delivery)
+    except FetchError as exc:
+        if _asks_for_a_pause(exc):
+            until = time.time() + float(exc.retry_after)
+            storage.pause_source(source_id, until=until, reason=_pause_reason(config, exc))
+        # Committed with the pause taken above; imports queued before the failure go too.
+        note_delivery(
+            run_delivery,
+            source_id=source_id,
+            event="sync",
+            remote_id=None,
+            status="failed",
+            error=str(exc),
+        )
+        return {"run": run, "status": "failed", "note": str(exc)}
+    except _passed_through():
+        raise
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        _record_apart(run_delivery, status="failed", error=error, source_id=source_id, event="sync")
+        raise
+    note_delivery(
+        run_delivery,
+        source_id=source_id,
+        event="sync",
+        remote_id=None,
+        status=status,
+        task_id=self.request.id,
+        error=note,
+    )
+    logger.info("Scheduled sync of %s (%s): %s", source_id, run, note)
+    return {"run": run, "status": status, "note": note}
+
+
 @task(name=TASK_NAMES + "test_source")
 def test_source(source_id: str) -> dict[str, Any]:
     """Read the newest post from the source's API (from a worker, which may reach the Internet).
@@ -211,32 +279,45 @@ def _queue_page(config, *, page: int, page_delivery: str) -> tuple[int, int | No
         # A feed is one document: one task refetches it and upserts every entry.
         if page > 1:
             return 0, None
-        delivery_id = f"{page_delivery}:feed"
-        result = queue_import(config, remote_id=None, action="upsert", delivery_id=delivery_id)
-        note_delivery(
-            delivery_id,
-            source_id=config.id,
-            event="backfill",
-            remote_id=None,
-            status="queued",
-            task_id=result.id,
-        )
+        _queue_logged(config, None, delivery_id=f"{page_delivery}:feed", event="backfill")
         return 1, None
     posts, next_page = reader_for(config).list_posts(config, page=page)
     for post in posts:
         delivery_id = f"{page_delivery}:{post.remote_id}"
-        result = queue_import(
-            config, remote_id=post.remote_id, action="upsert", delivery_id=delivery_id
-        )
-        note_delivery(
-            delivery_id,
-            source_id=config.id,
-            event="backfill",
-            remote_id=post.remote_id,
-            status="queued",
-            task_id=result.id,
-        )
+        _queue_logged(config, post.remote_id, delivery_id=delivery_id, event="backfill")
     return len(posts), next_page
+
+
+def _queue_logged(config, remote_id: str | None, *, delivery_id: str, event: str) -> None:
+    """Queue an upsert of ``remote_id`` and show it queued in the delivery log."""
+    result = queue_import(config, remote_id=remote_id, action="upsert", delivery_id=delivery_id)
+    note_delivery(
+        delivery_id,
+        source_id=config.id,
+        event=event,
+        remote_id=remote_id,
+        status="queued",
+        task_id=result.id,
+    )
+
+
+def _queue_changed(config, *, run_delivery: str) -> tuple[str, str]:
+    """Queue an import of each of the newest posts that has no item or a newer version."""
+    reader = reader_for(config)
+    seen = queued = 0
+    page: int | None = 1
+    while page is not None and seen < config.sync_max_posts:
+        posts, page = reader.list_posts(config, page=page)
+        for post in posts[: config.sync_max_posts - seen]:
+            seen += 1
+            item = find_item(config.id, post.remote_id)
+            if item is not None and not is_newer(item, post):
+                continue
+            delivery_id = f"{run_delivery}:{post.remote_id}"
+            _queue_logged(config, post.remote_id, delivery_id=delivery_id, event="sync")
+            queued += 1
+    note = f"read {seen} of the newest posts, queued {queued} missing or changed"
+    return ("imported" if queued else "skipped"), note
 
 
 # -- a blog that asks us to stop: pause the source -----------------------------------------
@@ -257,10 +338,14 @@ def _asks_for_a_pause(exc: FetchError) -> bool:
 
 def _pause(config, job: dict[str, Any], exc: FetchError) -> dict[str, Any]:
     until = time.time() + float(exc.retry_after)
-    reason = f"{config.api_host} answered HTTP {exc.status}, Retry-After {exc.retry_after:.0f} s"
+    reason = _pause_reason(config, exc)
     logger.warning("Pausing blog source %r until %s: %s", config.id, _iso(until), exc)
     storage.pause_source(config.id, until=until, reason=reason)
     return _wait_for_pause(config, job, until=until, reason=reason)
+
+
+def _pause_reason(config, exc: FetchError) -> str:
+    return f"{config.api_host} answered HTTP {exc.status}, Retry-After {exc.retry_after:.0f} s"
 
 
 def _wait_for_pause(config, job: dict[str, Any], *, until: float, reason: str) -> dict[str, Any]:
@@ -377,11 +462,12 @@ def _record_apart(
     error: str,
     source_id: str | None = None,
     of_source: str | None = None,
+    event: str = "backfill",
 ) -> None:
     """Record a failure in a transaction of its own, discarding the task's partial changes.
 
-    ``source_id``: a backfill page, recorded if new; ``of_source``: the source of a webhook
-    delivery, only updated.
+    ``source_id``: a backfill page (or a scheduled run: ``event="sync"``), recorded if new;
+    ``of_source``: the source of a webhook delivery, only updated.
     """
     if not delivery_id:
         return
@@ -390,7 +476,7 @@ def _record_apart(
         note_delivery(
             delivery_id,
             source_id=source_id,
-            event="backfill",
+            event=event,
             remote_id=None,
             status=status,
             error=error,

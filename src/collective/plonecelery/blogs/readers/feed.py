@@ -7,6 +7,7 @@ Usage::
     posts, _ = feed.list_posts(config)                   # every entry; never a next page
     post = feed.fetch_post(config, "tag:blog,2024:42")   # by entry id (or link); PostGone if absent
     feed.test_connection(config)
+    read = feed.read_changes(config, etag='"v1"')   # read.not_modified after a 304
 
 A feed only holds its newest entries, so an entry missing from it is reported as ``PostGone``:
 callers decide whether that means "deleted" or merely "scrolled off".
@@ -19,6 +20,8 @@ import html as html_lib
 import textwrap
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field
 from datetime import UTC
 from datetime import datetime
 from typing import Any
@@ -45,6 +48,7 @@ _ACCEPT = (
     "application/xml;q=0.9, */*;q=0.5"
 )
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
+TOMBSTONES_NS = "http://purl.org/atompub/tombstones/1.0"
 
 
 def fetch_post(
@@ -79,18 +83,87 @@ def test_connection(config: SourceConfig, *, client: httpx.Client | None = None)
 test_connection.__test__ = False  # not a pytest test, even when imported into a test module
 
 
+@dataclass
+class FeedRead:
+    """One conditional read of a feed (:func:`read_changes`)."""
+
+    posts: list[RemotePost] = field(default_factory=list)
+    #: Ids of the entries the feed marks deleted (Atom tombstones, RFC 6721).
+    deleted: list[str] = field(default_factory=list)
+    etag: str = ""
+    last_modified: str = ""
+    #: The server answered 304: nothing changed since the validators given.
+    not_modified: bool = False
+
+
 def read_feed(config: SourceConfig, *, client: httpx.Client | None = None) -> list[RemotePost]:
     """Fetch ``config.api_url`` and return its entries as sanitised :class:`RemotePost` objects."""
+    return _parse(_get(config, headers={}, client=client), config=config)
+
+
+def read_changes(
+    config: SourceConfig,
+    *,
+    etag: str = "",
+    last_modified: str = "",
+    client: httpx.Client | None = None,
+) -> FeedRead:
+    """Fetch the feed unless it is unchanged since ``etag``/``last_modified`` (HTTP 304).
+
+    Returns the entries, the tombstones and the new validators to keep for the next read.
+    """
+    headers = {}
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
+    response = _get(config, headers=headers, client=client)
+    validators = {
+        "etag": response.headers.get("etag", "") or etag,
+        "last_modified": response.headers.get("last-modified", "") or last_modified,
+    }
+    if response.status_code == 304:
+        return FeedRead(not_modified=True, **validators)
+    return FeedRead(
+        posts=_parse(response, config=config), deleted=tombstones(response.content), **validators
+    )
+
+
+def tombstones(content: bytes) -> list[str]:
+    """The ``ref`` of each ``at:deleted-entry`` of an Atom (or RSS) document (RFC 6721).
+
+    feedparser keeps only the last one of a feed, so they are read here; entity expansion and
+    network access are off. Not XML (a JSON Feed): none.
+    """
+    from lxml import etree
+
+    parser = etree.XMLParser(
+        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
+    )
     try:
-        response = fetch(
+        root = etree.fromstring(content, parser=parser)
+    except (etree.XMLSyntaxError, ValueError):
+        return []
+    refs = (element.get("ref") for element in root.iter(f"{{{TOMBSTONES_NS}}}deleted-entry"))
+    return list(dict.fromkeys(ref.strip() for ref in refs if ref and ref.strip()))
+
+
+def _get(
+    config: SourceConfig, *, headers: Mapping[str, str], client: httpx.Client | None
+) -> httpx.Response:
+    try:
+        return fetch(
             config.api_url,
             allowed_hosts=config.allowed_hosts,
             allow_private=config.allow_private,
-            headers={"Accept": _ACCEPT},
+            headers={"Accept": _ACCEPT, **headers},
             client=client,
         )
     except PostGone as exc:
         raise FetchError(f"{exc}; check the feed URL", retryable=False, status=exc.status) from None
+
+
+def _parse(response: httpx.Response, *, config: SourceConfig) -> list[RemotePost]:
     content_type = response.headers.get("content-type", "").lower()
     if "json" in content_type or response.content.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
         return parse_json_feed(json_body(response), config=config, base_url=str(response.url))

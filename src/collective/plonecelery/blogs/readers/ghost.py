@@ -6,6 +6,7 @@ Usage::
 
     post = ghost.fetch_post(config, "5c7ece47da174000c0c5c6d7")   # PostGone when unpublished
     posts, next_page = ghost.list_posts(config, page=1)
+    page = ghost.fetch_post(config, "page:5c7ece47da174000c0c5c6d8")   # a page (pages endpoint)
     ghost.test_connection(config)   # {'kind': 'ghost', 'total': 12, 'sample': {...}, ...}
 
 The Content API only shows published posts. One post is read through the browse endpoint
@@ -33,6 +34,7 @@ from collective.plonecelery.blogs.readers.remote import connection_summary
 from collective.plonecelery.blogs.readers.remote import utc_datetime
 from collective.plonecelery.blogs.readers.sanitize import clean_html
 from collective.plonecelery.blogs.readers.sanitize import html_to_text
+from collective.plonecelery.blogs.verify.events import PAGE_PREFIX
 from collective.plonecelery.exceptions import FetchError
 from collective.plonecelery.exceptions import PostGone
 
@@ -51,15 +53,19 @@ def fetch_post(
     """
     if not remote_id:
         raise ValueError("remote_id is empty: pass the Ghost post id")
-    if not _GHOST_ID.fullmatch(remote_id):
+    resource = "pages" if remote_id.startswith(PAGE_PREFIX) else "posts"
+    ghost_id = remote_id.removeprefix(PAGE_PREFIX)
+    if not _GHOST_ID.fullmatch(ghost_id):
         # Ghost ids are ObjectIds: anything else is no post of this blog (and no NQL).
         raise PostGone(f"{remote_id[:40]!r} is not a Ghost post id (24 hex digits)")
-    params = {**_INCLUDE, "filter": f"id:{remote_id}", "limit": 1}
-    data = _get(config, "", params=params, client=client)
-    posts = [post for post in _posts(data) if str(post.get("id")) == remote_id]
+    params = {**_INCLUDE, "filter": f"id:{ghost_id}", "limit": 1}
+    data = _get(config, "", params=params, client=client, resource=resource)
+    posts = [post for post in data[resource] if str(post.get("id")) == ghost_id]
     if not posts:
-        raise PostGone(f"Ghost publishes no post with id {remote_id!r}")
-    return to_remote_post(posts[0], config=config)
+        raise PostGone(f"Ghost publishes no {resource[:-1]} with id {ghost_id!r}")
+    post = to_remote_post(posts[0], config=config)
+    post.remote_id = remote_id
+    return post
 
 
 def list_posts(
@@ -132,12 +138,18 @@ def _browse(
 
 
 def _get(
-    config: SourceConfig, path: str, *, params: Mapping[str, Any], client: httpx.Client | None
+    config: SourceConfig,
+    path: str,
+    *,
+    params: Mapping[str, Any],
+    client: httpx.Client | None,
+    resource: str = "posts",
 ) -> Mapping:
     base = config.api_url.rstrip("/")
     try:
         url = httpx.URL(
-            f"{base}/ghost/api/content/posts/{path}", params={"key": config.api_key, **params}
+            f"{base}/ghost/api/content/{resource}/{path}",
+            params={"key": config.api_key, **params},
         )
     except httpx.InvalidURL as exc:
         raise FetchError(f"invalid URL: api_url {base!r}: {exc}", retryable=False) from None
@@ -149,8 +161,10 @@ def _get(
         client=client,
     )
     data = json_body(response)
-    if not isinstance(data, Mapping) or not isinstance(data.get("posts"), list):
-        raise FetchError('Ghost answered without a "posts" list; check api_url', retryable=False)
+    if not isinstance(data, Mapping) or not isinstance(data.get(resource), list):
+        raise FetchError(
+            f'Ghost answered without a "{resource}" list; check api_url', retryable=False
+        )
     return data
 
 

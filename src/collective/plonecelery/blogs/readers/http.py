@@ -102,6 +102,8 @@ def fetch(
 ) -> httpx.Response:
     """GET ``url`` under the guards described in the module docstring and return the 2xx response.
 
+    With ``If-None-Match`` or ``If-Modified-Since`` among ``headers`` a 304 is returned too.
+
     The returned response is fully read (``.content``, ``.json()``, ``.headers`` work) and its
     ``.url`` is the final URL, with the host name (not the address connected to).
     """
@@ -155,6 +157,8 @@ def _fetch_hops(
             max_bytes=max_bytes,
         )
         location = response.headers.get("location")
+        if response.status_code == 304 and _is_conditional(request_headers):
+            return response  # the caller asked "unless unchanged": 304 is its answer
         if response.status_code not in _REDIRECTS or not location:
             _raise_for_status(response, url=current)
             return response
@@ -169,6 +173,10 @@ def _fetch_hops(
         "use the final URL in the configuration",
         retryable=False,
     )
+
+
+def _is_conditional(headers: Mapping[str, str]) -> bool:
+    return any(name.lower() in ("if-none-match", "if-modified-since") for name in headers)
 
 
 #: Query parameters whose values are credentials (Ghost's ``?key=``, tokens, signatures).

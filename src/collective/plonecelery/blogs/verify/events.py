@@ -44,6 +44,9 @@ _GHOST_UPSERT = {
     "post.rescheduled",
 }
 _GHOST_REMOVE = {"post.unpublished", "post.deleted"}
+#: Ghost pages are keyed ``page:<id>`` (the reader then asks the pages endpoint); whether a
+#: source imports them is its ``ghost_pages`` option, checked by the endpoint.
+PAGE_PREFIX = "page:"
 # WP Webhooks trigger names, plus WooCommerce-style dotted topics.
 _WORDPRESS_UPSERT = {"post_create", "post_update", "post.created", "post.updated", "post.restored"}
 _WORDPRESS_REMOVE = {"post_delete", "post_trash", "post.deleted"}
@@ -184,22 +187,24 @@ def _parse_ghost(payload: Mapping[str, Any], *, hint: str | None) -> Notificatio
     previous = _mapping(envelope.get("previous"), where=f'"{resource}.previous"')
     event = hint or (payload.get("event") if isinstance(payload.get("event"), str) else None) or ""
     if event:
+        # page.published is post.published for a page; a page event on a post body is not.
+        named, _, rest = event.partition(".")
+        as_post = f"post.{rest}" if named == resource else ""
         action = (
-            "upsert" if event in _GHOST_UPSERT else "remove" if event in _GHOST_REMOVE else None
+            "upsert" if as_post in _GHOST_UPSERT else "remove" if as_post in _GHOST_REMOVE else None
         )
-    elif resource == "post":
+    else:
         # Ghost's post.deleted sends an empty "current"; everything else carries the post.
         action = "remove" if not current else "upsert"
-    else:
-        action = None
     if action is None:
         return Notification(action=None, remote_id=None, event=event)
     raw_id = current.get("id") or previous.get("id")
     if raw_id is None:
         raise MalformedPayload(f'the Ghost "{resource}" has no id in "current" or "previous"')
-    return Notification(
-        action=action, remote_id=_text_id(raw_id, where=f"{resource}.id"), event=event
-    )
+    remote_id = _text_id(raw_id, where=f"{resource}.id")
+    if resource == "page":
+        remote_id = PAGE_PREFIX + remote_id
+    return Notification(action=action, remote_id=remote_id, event=event)
 
 
 def _parse_wordpress(

@@ -49,7 +49,9 @@ def shown_gone(*, kind: str, body: bytes, action: str | None) -> ShownGone | Non
         payload = json.loads(body)
     except (UnicodeDecodeError, ValueError):
         return None
-    envelope = payload.get("post") if isinstance(payload, Mapping) else None
+    envelope = (
+        (payload.get("post") or payload.get("page")) if isinstance(payload, Mapping) else None
+    )
     if not isinstance(envelope, Mapping) or "current" not in envelope:
         return None
     current = envelope["current"]
