@@ -16,6 +16,7 @@ from ...config import addon_settings
 from ...exceptions import FetchError
 from ...exceptions import ImportFailed
 from ...exceptions import PostGone
+from ...progress import report_progress
 from ...task import task
 from .. import deliveries
 from .. import storage
@@ -223,7 +224,8 @@ def _queue_page(config, *, page: int, page_delivery: str) -> tuple[int, int | No
         )
         return 1, None
     posts, next_page = reader_for(config).list_posts(config, page=page)
-    for post in posts:
+    report_progress(0, len(posts), message=f"page {page}: {len(posts)} post(s) listed")
+    for done, post in enumerate(posts, 1):
         delivery_id = f"{page_delivery}:{post.remote_id}"
         result = queue_import(
             config, remote_id=post.remote_id, action="upsert", delivery_id=delivery_id
@@ -236,6 +238,10 @@ def _queue_page(config, *, page: int, page_delivery: str) -> tuple[int, int | No
             status="queued",
             task_id=result.id,
         )
+        # Every tenth and the last: one result-backend write per post would cost more
+        # than the queueing it reports on.
+        if done % 10 == 0 or done == len(posts):
+            report_progress(done, len(posts), message=f"page {page}: queued {post.remote_id}")
     return len(posts), next_page
 
 
