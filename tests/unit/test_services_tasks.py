@@ -183,3 +183,15 @@ def test_backfills_count_done_and_total(layers, portal):
     assert item["running"] is True
     member = client(layers, auth=(TEST_USER_NAME, TEST_USER_PASSWORD))
     member.get("/plone/++api++/@celery-backfills", headers=JSON, status=401)
+
+
+def test_the_panels_are_listed_in_controlpanels(layers, portal):
+    manager = client(layers, auth=(SITE_OWNER_NAME, SITE_OWNER_PASSWORD))
+    listed = manager.get("/plone/++api++/@controlpanels", headers=JSON).json
+    ours = {item["@id"].rsplit("/", 1)[1]: item for item in listed}
+    assert ours["plonecelery-taskqueue"]["title"] == "Task queue"
+    assert ours["plonecelery-sources"]["title"] == "Blog sources"
+    assert ours["plonecelery-taskqueue"]["group"] == ours["plonecelery-sources"]["group"]
+    one = manager.get("/plone/++api++/@controlpanels/plonecelery-taskqueue", headers=JSON).json
+    assert one["url"] == "http://localhost:80/plone/@@plonecelery-taskqueue"
+    assert "http://localhost:80/plone/++api++/@celery-tasks" in one["services"]

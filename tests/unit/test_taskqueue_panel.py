@@ -169,3 +169,32 @@ def test_times_and_ages_read_as_people_read_them():
     assert local_time(FAILED, ZoneInfo("Europe/Berlin")) == "2026-07-01 12:00:00 CEST"
     assert local_time(None, ZoneInfo("UTC")) == ""
     assert [age(s) for s in (5, 119, 120, 7200, 200000)] == ["5 s", "119 s", "2 min", "2 h", "2 d"]
+
+
+def test_backfills_show_done_and_total_and_poll_the_service(manager, portal):
+    from collective.plonecelery.blogs import deliveries
+
+    assert "No backfill recorded." in manager.get(PANEL).text
+    for delivery_id, status in (
+        ("backfill:blog:r1:1", "imported"),
+        ("backfill:blog:r1:1:a", "imported"),
+        ("backfill:blog:r1:1:b", "queued"),
+    ):
+        deliveries.record(
+            delivery_id=delivery_id,
+            source_id="blog",
+            event="backfill",
+            remote_id=None,
+            status=status,
+            portal=portal,
+        )
+    transaction.commit()
+    section = manager.get(PANEL).html.find(id="backfills")
+    row = section.find(class_="backfill")
+    assert row["data-run"] == "blog:r1"
+    assert (row.find(class_="backfill-done").text, row.find(class_="backfill-total").text) == (
+        "1",
+        "2",
+    )
+    assert row.find(class_="progress-bar").text.strip() == "50%"
+    assert section["data-poll"] == "http://localhost:80/plone/++api++/@celery-backfills"

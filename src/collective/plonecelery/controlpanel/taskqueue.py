@@ -26,6 +26,7 @@ from Products.statusmessages.interfaces import IStatusMessage
 
 from collective.plonecelery import deadletters
 from collective.plonecelery.app import app
+from collective.plonecelery.blogs import backfills
 from collective.plonecelery.config import addon_settings
 from collective.plonecelery.operations import status
 
@@ -35,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 #: How many dead letters the panel lists (the REST service lists them all).
 DEAD_LETTERS_SHOWN = 100
+#: How many finished backfills the panel shows besides the running ones.
+BACKFILLS_FINISHED_SHOWN = 5
 
 
 def site_timezone():
@@ -112,6 +115,17 @@ class TaskQueueControlPanel(BrowserView):
         outbox["oldest_pending"] = age(outbox["oldest_pending_age"])
         outbox["last_relay_run_local"] = local_time(outbox["last_relay_run"], self.tz)
         return outbox
+
+    def backfills(self) -> list[dict[str, Any]]:
+        """The running backfills and the latest finished ones (the page polls for more)."""
+        runs = backfills.summarize(portal=self.context)
+        shown = [run for run in runs if run["running"]]
+        shown += [run for run in runs if not run["running"]][:BACKFILLS_FINISHED_SHOWN]
+        for run in shown:
+            run["percent"] = (
+                int(100 * (run["done"] + run["failed"]) / run["total"]) if run["total"] else 0
+            )
+        return shown
 
     def dead_letters(self) -> list[dict[str, Any]]:
         letters = deadletters.list_dead_letters(self.context._p_jar)
