@@ -137,7 +137,7 @@ def test_task_queue_panel_in_a_browser(harness, site_url, page):
     # A task that fails for good: a dead letter.
     key = f"browser-{uuid.uuid4().hex[:6]}"
     set_flag(harness, False)
-    with harness.session() as portal:
+    with harness.session():
         failing = sample_tasks.fail_unless_flag.delay(key)
         transaction.commit()
     with pytest.raises(RuntimeError):
