@@ -24,6 +24,7 @@ import transaction
 from conftest import BROKER
 from conftest import IN_CI
 from plone import api
+from test_import_e2e import wait_for
 
 from collective.plonecelery import deadletters
 from collective.plonecelery.app import app
@@ -102,16 +103,6 @@ def page(harness, site_url, member, tmp_path):
         finally:
             context.close()
             browser.close()
-
-
-def wait_for(predicate, *, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def set_flag(harness, value: bool) -> None:
