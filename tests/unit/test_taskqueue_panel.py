@@ -198,3 +198,24 @@ def test_backfills_show_done_and_total_and_poll_the_service(manager, portal):
     )
     assert row.find(class_="progress-bar").text.strip() == "50%"
     assert section["data-poll"] == "http://localhost:80/plone/++api++/@celery-backfills"
+
+
+def test_recent_tasks_filtered_by_state_and_name(manager, portal, tmp_path, monkeypatch):
+    from collective.plonecelery.app import app
+
+    assert "keeps no order to list tasks by" in manager.get(PANEL).text  # cache+memory://
+    monkeypatch.setitem(app.conf, "result_backend", f"db+sqlite:///{tmp_path}/results.sqlite")
+    monkeypatch.setattr(app, "_backend_cache", None)
+    monkeypatch.setattr(app._local, "backend", None, raising=False)
+    app.backend.store_result("ok-1", 1, "SUCCESS")
+    app.backend.store_result("bad-1", RuntimeError("went wrong"), "FAILURE")
+    section = manager.get(PANEL).html.find(id="recent-tasks")
+    assert [row["data-task-id"] for row in section.find_all(class_="recent-task")] == [
+        "bad-1",
+        "ok-1",
+    ]
+    failed = manager.get(f"{PANEL}?state=FAILURE").html.find(id="recent-tasks")
+    [row] = failed.find_all(class_="recent-task")
+    assert "RuntimeError: went wrong" in row.text and "UTC" in row.text
+    named = manager.get(f"{PANEL}?name=no.such.task").html.find(id="recent-tasks")
+    assert "No task result stored." in named.text

@@ -28,6 +28,7 @@ from collective.plonecelery import deadletters
 from collective.plonecelery.app import app
 from collective.plonecelery.blogs import backfills
 from collective.plonecelery.config import addon_settings
+from collective.plonecelery.operations import recent_tasks
 from collective.plonecelery.operations import status
 
 from . import _
@@ -36,6 +37,10 @@ logger = logging.getLogger(__name__)
 
 #: How many dead letters the panel lists (the REST service lists them all).
 DEAD_LETTERS_SHOWN = 100
+#: How many recent tasks the panel lists (``@celery-tasks`` pages through them all).
+TASKS_SHOWN = 20
+#: The states the recent tasks can be filtered by.
+TASK_STATES = ("SUCCESS", "FAILURE", "PROGRESS", "STARTED", "RETRY", "REVOKED")
 #: How many finished backfills the panel shows besides the running ones.
 BACKFILLS_FINISHED_SHOWN = 5
 
@@ -126,6 +131,40 @@ class TaskQueueControlPanel(BrowserView):
                 int(100 * (run["done"] + run["failed"]) / run["total"]) if run["total"] else 0
             )
         return shown
+
+    def recent_tasks(self) -> dict[str, Any]:
+        """``{"supported", "tasks", "total", "error"}``: the latest tasks matching the filter."""
+        form = self.request.form
+        try:
+            found = recent_tasks.page(
+                app,
+                start=0,
+                size=TASKS_SHOWN,
+                state=form.get("state") or None,
+                name=(form.get("name") or "").strip() or None,
+            )
+        except ValueError as exc:
+            return {"supported": True, "tasks": [], "total": 0, "error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - a backend that is down must not break the page
+            logger.info("Recent tasks unavailable: %s", exc)
+            return {
+                "supported": True,
+                "tasks": [],
+                "total": 0,
+                "error": f"{type(exc).__name__}: {exc}",
+            }
+        if found is None:
+            return {"supported": False, "tasks": [], "total": 0, "error": None}
+        items, total = found
+        for item in items:
+            done = item["date_done"] and datetime.fromisoformat(item["date_done"])
+            if done and done.tzinfo is None:
+                done = done.replace(tzinfo=UTC)  # Celery stores UTC without saying so
+            item["done_local"] = local_time(done.timestamp(), self.tz) if done else ""
+        return {"supported": True, "tasks": items, "total": total, "error": None}
+
+    def task_states(self) -> tuple[str, ...]:
+        return TASK_STATES
 
     def dead_letters(self) -> list[dict[str, Any]]:
         letters = deadletters.list_dead_letters(self.context._p_jar)
