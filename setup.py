@@ -74,6 +74,9 @@ setup(
             "build",
             "check-manifest",
             "twine",
+            # Browser tests of the control panels (tests/integration/test_panels_browser.py),
+            # against the system's chromium: no browser download.
+            "playwright",
         ],
         "docs": ["Sphinx"],
     },

@@ -43,6 +43,7 @@ class TestInstallUninstall(unittest.TestCase):
         self.assertEqual(len(catalog(plonecelery_remote_key="blog:42")), 1)
         self.assertEqual(self.types_with_behavior(), ["News Item"])
         self.assertIn("plonecelery-sources", self.configlets())
+        self.assertIn("plonecelery-taskqueue", self.configlets())
 
         self.installer.uninstall_product(PRODUCT)
 
@@ -50,6 +51,7 @@ class TestInstallUninstall(unittest.TestCase):
         self.assertNotIn(INDEX, catalog.indexes())
         self.assertEqual(self.types_with_behavior(), [])
         self.assertNotIn("plonecelery-sources", self.configlets())
+        self.assertNotIn("plonecelery-taskqueue", self.configlets())
         # Content stays, readable; the import user stays (its local roles may be in use).
         self.assertEqual(self.portal["post"].Title(), "A post")
         self.assertIsNotNone(api.user.get(username="plonecelery-importer"))
@@ -62,6 +64,7 @@ class TestInstallUninstall(unittest.TestCase):
         self.assertTrue(enable_behavior("News Item"))
         self.assertEqual([b.getId for b in catalog(plonecelery_remote_key="blog:42")], ["post"])
         self.assertIn("plonecelery-sources", self.configlets())
+        self.assertIn("plonecelery-taskqueue", self.configlets())
         setup = api.portal.get_tool("portal_setup")
         self.assertEqual(setup.listUpgrades(f"{PRODUCT}:default"), [])
 
@@ -79,7 +82,8 @@ class TestUpgradeFromTheFirstProfile(unittest.TestCase):
         attributes = api.portal.get_registry_record("plone.custom_attributes")
         return {
             "index": INDEX in catalog.indexes(),
-            "configlet": "plonecelery-sources" in [a.getId() for a in panel.listActions()],
+            "configlet": {"plonecelery-sources", "plonecelery-taskqueue"}
+            <= {a.getId() for a in panel.listActions()},
             "user": api.user.get(username="plonecelery-importer") is not None,
             "attributes": sorted(a for a in attributes if a in ("sandbox", "referrerpolicy")),
         }
@@ -104,6 +108,7 @@ class TestUpgradeFromTheFirstProfile(unittest.TestCase):
         # The state profile 1000 left.
         catalog.delIndex(INDEX)
         panel.unregisterConfiglet("plonecelery-sources")
+        panel.unregisterConfiglet("plonecelery-taskqueue")
         api.user.delete(username="plonecelery-importer")
         api.portal.set_registry_record(
             record,
@@ -115,12 +120,13 @@ class TestUpgradeFromTheFirstProfile(unittest.TestCase):
         )
         setup.setLastVersionForProfile(f"{PRODUCT}:default", "1000")
         self.assertEqual(
-            [step["ssource"] for step in setup.listUpgrades(f"{PRODUCT}:default")], ["1000", "1001"]
+            [step["ssource"] for step in setup.listUpgrades(f"{PRODUCT}:default")],
+            ["1000", "1001", "1002"],
         )
 
         setup.upgradeProfile(f"{PRODUCT}:default")
 
-        self.assertEqual(setup.getLastVersionForProfile(f"{PRODUCT}:default"), ("1002",))
+        self.assertEqual(setup.getLastVersionForProfile(f"{PRODUCT}:default"), ("1003",))
         self.assertEqual(setup.listUpgrades(f"{PRODUCT}:default"), [])
         upgraded = self.state()
         self.assertEqual(upgraded, fresh)

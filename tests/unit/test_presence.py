@@ -73,11 +73,15 @@ def test_heartbeat_reports_running_tasks_and_its_stop(db):
         (seen,) = read(db)
         assert seen.alive and seen.nodename == "celery@here" and seen.pool == "prefork"
         assert list(seen.running) == ["t-1"] and seen.running["t-1"][0] == "tests.fake"
+        before = presence.processed_count()
         presence.task_ended("t-1")
+        presence.task_ended("t-1")  # ended twice (a signal repeated): counted once
+        assert presence.processed_count() == before + 1
     finally:
         beat.stop()
     (seen,) = read(db)
     assert seen.stopped is not None and not seen.alive and seen.running == {}
+    assert seen.processed == presence.processed_count()
 
 
 def test_a_silent_process_is_not_alive(db):

@@ -17,7 +17,7 @@ class TestUpgrades(unittest.TestCase):
 
     def test_profile_is_at_the_latest_version(self):
         setup = api.portal.get_tool("portal_setup")
-        self.assertEqual(setup.getLastVersionForProfile(PROFILE), ("1002",))
+        self.assertEqual(setup.getLastVersionForProfile(PROFILE), ("1003",))
         self.assertEqual(setup.listUpgrades(PROFILE), [])
 
     def test_to_1001_restores_index_and_import_user(self):
@@ -56,3 +56,14 @@ class TestUpgrades(unittest.TestCase):
         attributes = api.portal.get_registry_record(record)
         self.assertEqual(attributes.count("sandbox"), 1)
         self.assertIn('sandbox="allow-scripts"', shown())
+
+    def test_to_1003_lists_the_task_queue_panel(self):
+        from collective.plonecelery.upgrades import to_1003
+
+        panel = api.portal.get_tool("portal_controlpanel")
+        panel.unregisterConfiglet("plonecelery-taskqueue")
+        to_1003(api.portal.get_tool("portal_setup"))
+        to_1003(api.portal.get_tool("portal_setup"))
+        ids = [a.getId() for a in panel.listActions()]
+        self.assertEqual(ids.count("plonecelery-taskqueue"), 1)
+        self.assertIn("plonecelery-sources", ids)

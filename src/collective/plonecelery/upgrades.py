@@ -21,3 +21,8 @@ def to_1001(setup_tool):
 def to_1002(setup_tool):
     """Imported iframes stay sandboxed when shown: safe_html keeps sandbox, referrerpolicy."""
     setup_tool.runImportStepFromProfile(PROFILE, "plone.app.registry", run_dependencies=False)
+
+
+def to_1003(setup_tool):
+    """The Task queue control panel in Site Setup (1.0.0a2)."""
+    setup_tool.runImportStepFromProfile(PROFILE, "controlpanel", run_dependencies=False)

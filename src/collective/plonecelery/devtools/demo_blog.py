@@ -188,6 +188,28 @@ class DemoBlog:
             post["updated_at"] = _now()
             return self._api_post(post, include={"tags", "authors"})
 
+    def add_posts(self, count: int, *, prefix: str = "bulk") -> list[str]:
+        """Publish ``count`` more short posts (for backfills that take a while); their ids."""
+        ids = []
+        with self._lock:
+            for n in range(count):
+                post_id = f"{zlib.crc32(prefix.encode()):08x}{n:016x}"  # 24 hex, like Ghost
+                self._posts[post_id] = {
+                    "id": post_id,
+                    "slug": f"{prefix}-{n}",
+                    "title": f"{prefix.capitalize()} post {n}",
+                    "html": f"<p>Post {n} of {count}.</p>",
+                    "custom_excerpt": None,
+                    "tags": ["Demo"],
+                    "authors": ["Ada Lovelace"],
+                    "status": "published",
+                    "published_at": f"2023-01-01T00:{n // 60:02d}:{n % 60:02d}.000+00:00",
+                    "updated_at": _now(),
+                    "color": (n % 256, 90, 160),
+                }
+                ids.append(post_id)
+        return ids
+
     def list_all(self) -> list[dict[str, Any]]:
         """Every post, drafts included: ``[{id, title, status, url}]``."""
         with self._lock:

@@ -112,10 +112,21 @@ def collect(*, db, app, now: float | None = None, broker: bool = True) -> dict:
         "workers": {
             "alive": len(alive),
             "nodes": sorted({p.nodename or p.host for p in alive}),
-            "processes": [{**p.as_dict(), "running": sorted(p.running)} for p in alive],
+            "processes": [
+                {**p.as_dict(), "running": sorted(p.running), "current": _current(p)} for p in alive
+            ],
             "running_tasks": sum(len(p.running) for p in alive),
         },
         "broker": queue_lengths(app) if broker else None,
         "outbox": outbox,
         "dead_letters": dead,
     }
+
+
+def _current(seen: presence.Seen) -> list[dict]:
+    """The tasks a process runs now, longest running first: id, name, since."""
+    found = [
+        {"task_id": task_id, "name": name, "since": since}
+        for task_id, (name, since) in seen.running.items()
+    ]
+    return sorted(found, key=lambda item: item["since"])

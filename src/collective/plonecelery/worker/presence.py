@@ -62,6 +62,8 @@ class Presence(Persistent):
         self.stopped: float | None = None
         #: ``{task_id: (task_name, since)}`` of the tasks running now.
         self.running: dict[str, tuple[str, float]] = {}
+        #: How many tasks this process has finished since it started.
+        self.processed = 0
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class Seen:
     stopped: float | None
     running: dict
     alive: bool
+    processed: int = 0
 
     def as_dict(self) -> dict:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -112,6 +115,8 @@ def read(connection, *, now: float, timeout: float) -> list[Seen]:
                 stopped=presence.stopped,
                 running=dict(presence.running),
                 alive=presence.stopped is None and presence.last_beat > now - timeout,
+                # Presences written before 1.0.0a2 have no count.
+                processed=getattr(presence, "processed", 0),
             )
         )
     return sorted(found, key=lambda seen: seen.started)
@@ -127,6 +132,7 @@ def forget(registry: Registry, *, older_than: float) -> int:
 
 # What this process is running now: written by the task signals, read by the beat.
 _running: dict[str, tuple[str, float]] = {}
+_processed = 0
 _running_lock = threading.Lock()
 
 
@@ -136,8 +142,16 @@ def task_started(task_id: str, task_name: str) -> None:
 
 
 def task_ended(task_id: str) -> None:
+    global _processed
     with _running_lock:
-        _running.pop(task_id, None)
+        if _running.pop(task_id, None) is not None:
+            _processed += 1
+
+
+def processed_count() -> int:
+    """How many tasks this process has finished (succeeded or not)."""
+    with _running_lock:
+        return _processed
 
 
 def running_now() -> dict[str, tuple[str, float]]:
@@ -202,6 +216,7 @@ class Heartbeat:
                 now = time.time()
                 presence.last_beat = now
                 presence.running = running_now()
+                presence.processed = processed_count()
                 if stopped:
                     presence.stopped = now
                     presence.running = {}

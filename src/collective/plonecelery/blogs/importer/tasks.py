@@ -16,6 +16,7 @@ from ...config import addon_settings
 from ...exceptions import FetchError
 from ...exceptions import ImportFailed
 from ...exceptions import PostGone
+from ...progress import report_progress
 from ...task import task
 from .. import deliveries
 from .. import storage
@@ -282,9 +283,14 @@ def _queue_page(config, *, page: int, page_delivery: str) -> tuple[int, int | No
         _queue_logged(config, None, delivery_id=f"{page_delivery}:feed", event="backfill")
         return 1, None
     posts, next_page = reader_for(config).list_posts(config, page=page)
-    for post in posts:
+    report_progress(0, len(posts), message=f"page {page}: {len(posts)} post(s) listed")
+    for done, post in enumerate(posts, 1):
         delivery_id = f"{page_delivery}:{post.remote_id}"
         _queue_logged(config, post.remote_id, delivery_id=delivery_id, event="backfill")
+        # Every tenth and the last: one result-backend write per post would cost more
+        # than the queueing it reports on.
+        if done % 10 == 0 or done == len(posts):
+            report_progress(done, len(posts), message=f"page {page}: queued {post.remote_id}")
     return len(posts), next_page
 
 

@@ -1,0 +1,197 @@
+"""``@celery-tasks`` and ``@celery-backfills`` through the real publisher, and
+``report_progress`` in eager tasks; results in a real (SQLite or in-memory) backend."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import transaction
+from plone import api
+from plone.app.testing import SITE_OWNER_NAME
+from plone.app.testing import SITE_OWNER_PASSWORD
+from plone.app.testing import TEST_USER_ID
+from plone.app.testing import TEST_USER_NAME
+from plone.app.testing import TEST_USER_PASSWORD
+from plone.app.testing import login
+from test_services_sources import client
+
+from collective.plonecelery import report_progress
+from collective.plonecelery import task
+from collective.plonecelery.app import app
+from collective.plonecelery.blogs import deliveries
+from collective.plonecelery.progress import PROGRESS
+from collective.plonecelery.progress import owner_id
+from collective.plonecelery.progress import progress_meta
+
+pytestmark = pytest.mark.timeout(300)
+
+API = "/plone/++api++/@celery-tasks"
+JSON = {"Accept": "application/json"}
+
+
+@task()
+def counted(context, steps):
+    for done in range(1, steps + 1):
+        report_progress(done, steps, message=f"step {done}")
+    return {"steps": steps}
+
+
+@task()
+def broken(context):
+    raise RuntimeError("broken on purpose")
+
+
+@pytest.fixture
+def portal(layers):
+    for layer in layers:
+        layer.testSetUp()
+    portal = layers[-1]["portal"]
+    try:
+        yield portal
+    finally:
+        for layer in reversed(layers):
+            layer.testTearDown()
+
+
+@pytest.fixture
+def database_backend(portal, tmp_path, monkeypatch):
+    """Celery's database result backend on a SQLite file (the add-on's default kind)."""
+    monkeypatch.setitem(app.conf, "result_backend", f"db+sqlite:///{tmp_path}/results.sqlite")
+    # Celery caches the backend it made (per thread when it is not thread-safe).
+    monkeypatch.setattr(app, "_backend_cache", None)
+    monkeypatch.setattr(app._local, "backend", None, raising=False)
+    return app.backend
+
+
+def queue_as(portal, user, signature, *args):
+    login(portal, user)
+    result = signature.delay(portal, *args)
+    transaction.commit()
+    return result.id
+
+
+def test_report_progress_outside_a_task_does_nothing():
+    assert report_progress(1, 2) is False
+    assert progress_meta(1, 4) == {"done": 1, "total": 4, "percent": 25.0, "message": None}
+    assert progress_meta(3, None)["percent"] is None
+
+
+def test_one_task_for_its_user_and_managers_only(layers, portal, database_backend):
+    api.user.create(email="other@example.org", username="other", password="secret-other-1")
+    transaction.commit()
+    task_id = queue_as(portal, TEST_USER_NAME, counted, 3)
+    owner = client(layers, auth=(TEST_USER_NAME, TEST_USER_PASSWORD))
+    mine = owner.get(f"{API}/{task_id}", headers=JSON).json
+    assert mine["state"] == "SUCCESS" and mine["result"] == {"steps": 3}
+    assert mine["@id"].endswith(f"/@celery-tasks/{task_id}")
+    stored = database_backend.get_task_meta(owner_id(task_id))["result"]
+    assert stored == {"user": TEST_USER_ID, "site": "/plone", "task": counted.name}
+
+    other = client(layers, auth=("other", "secret-other-1"))
+    assert other.get(f"{API}/{task_id}", headers=JSON, status=404).json["type"] == "NotFound"
+    anonymous = client(layers)
+    assert anonymous.get(f"{API}/{task_id}", headers=JSON, status=401).json["type"] == (
+        "Unauthorized"
+    )
+    manager = client(layers, auth=(SITE_OWNER_NAME, SITE_OWNER_PASSWORD))
+    assert manager.get(f"{API}/{task_id}", headers=JSON).json["state"] == "SUCCESS"
+    # A task that never reported progress names no owner: only Managers see it.
+    quiet = queue_as(portal, TEST_USER_NAME, broken)
+    owner.get(f"{API}/{quiet}", headers=JSON, status=404)
+    failed = manager.get(f"{API}/{quiet}", headers=JSON).json
+    assert failed["state"] == "FAILURE" and "broken on purpose" in failed["error"]
+
+
+def test_progress_while_running(layers, portal, database_backend):
+    database_backend.store_result("running-1", progress_meta(3, 10, "page 1"), PROGRESS)
+    database_backend.store_result(
+        owner_id("running-1"), {"user": TEST_USER_ID, "site": "/plone"}, "SUCCESS"
+    )
+    owner = client(layers, auth=(TEST_USER_NAME, TEST_USER_PASSWORD))
+    answer = owner.get(f"{API}/running-1", headers=JSON).json
+    assert answer["state"] == PROGRESS
+    assert answer["progress"] == {"done": 3, "total": 10, "percent": 30.0, "message": "page 1"}
+    assert answer["result"] is None
+
+
+def test_listing_pages_filters_and_refuses_members(layers, portal, database_backend):
+    for steps in range(1, 8):
+        queue_as(portal, TEST_USER_NAME, counted, steps)
+    queue_as(portal, TEST_USER_NAME, broken)
+    manager = client(layers, auth=(SITE_OWNER_NAME, SITE_OWNER_PASSWORD))
+    started = time.monotonic()
+    page = manager.get(f"{API}?b_size=3", headers=JSON).json
+    assert time.monotonic() - started < 2.0
+    assert page["items_total"] == 8  # the owner records are not tasks
+    assert len(page["items"]) == 3
+    assert page["items"][0]["state"] == "FAILURE"  # newest first
+    assert set(page["batching"]) == {"@id", "first", "last", "next"}
+    assert "b_start=6" in page["batching"]["last"]
+    second = manager.get(page["batching"]["next"].replace("http://localhost:80", ""), headers=JSON)
+    assert "prev" in second.json["batching"] and len(second.json["items"]) == 3
+    failed = manager.get(f"{API}?state=failure", headers=JSON).json
+    assert failed["items_total"] == 1 and "broken on purpose" in failed["items"][0]["error"]
+    assert "batching" not in failed
+    named = manager.get(f"{API}?name={counted.name}&b_size=50", headers=JSON).json
+    assert named["items_total"] == 7 and {i["name"] for i in named["items"]} == {counted.name}
+    manager.get(f"{API}?b_size=lots", headers=JSON, status=400)
+
+    member = client(layers, auth=(TEST_USER_NAME, TEST_USER_PASSWORD))
+    assert member.get(API, headers=JSON, status=403).json["type"] == "Forbidden"
+    client(layers).get(API, headers=JSON, status=401)
+
+
+def test_listing_says_when_the_backend_cannot_page(layers, portal):
+    manager = client(layers, auth=(SITE_OWNER_NAME, SITE_OWNER_PASSWORD))
+    answer = manager.get(API, headers=JSON, status=501).json  # the layer's cache+memory://
+    assert answer["type"] == "NotSupported" and "database result backend" in answer["message"]
+
+
+def test_backfills_count_done_and_total(layers, portal):
+    run = "backfill:blog:run1"
+    entries = [(f"{run}:1", "imported")] + [
+        (f"{run}:1:{n}", status)
+        for n, status in enumerate(["imported", "skipped", "failed", "queued", "queued"])
+    ]
+    for delivery_id, status in entries:
+        deliveries.record(
+            delivery_id=delivery_id,
+            source_id="blog",
+            event="backfill",
+            remote_id=None,
+            status=status,
+            portal=portal,
+        )
+    deliveries.record(
+        delivery_id="hook-1", source_id="blog", event="post.published", remote_id="9",
+        status="queued", portal=portal,
+    )  # fmt: skip
+    transaction.commit()
+    manager = client(layers, auth=(SITE_OWNER_NAME, SITE_OWNER_PASSWORD))
+    answer = manager.get("/plone/++api++/@celery-backfills", headers=JSON).json
+    assert answer["items_total"] == 1
+    item = answer["items"][0]
+    assert {k: item[k] for k in ("source_id", "run", "pages", "total", "done", "failed")} == {
+        "source_id": "blog",
+        "run": "run1",
+        "pages": 1,
+        "total": 5,
+        "done": 2,
+        "failed": 1,
+    }
+    assert item["running"] is True
+    member = client(layers, auth=(TEST_USER_NAME, TEST_USER_PASSWORD))
+    member.get("/plone/++api++/@celery-backfills", headers=JSON, status=401)
+
+
+def test_the_panels_are_listed_in_controlpanels(layers, portal):
+    manager = client(layers, auth=(SITE_OWNER_NAME, SITE_OWNER_PASSWORD))
+    listed = manager.get("/plone/++api++/@controlpanels", headers=JSON).json
+    ours = {item["@id"].rsplit("/", 1)[1]: item for item in listed}
+    assert ours["plonecelery-taskqueue"]["title"] == "Task queue"
+    assert ours["plonecelery-sources"]["title"] == "Blog sources"
+    assert ours["plonecelery-taskqueue"]["group"] == ours["plonecelery-sources"]["group"]
+    one = manager.get("/plone/++api++/@controlpanels/plonecelery-taskqueue", headers=JSON).json
+    assert one["url"] == "http://localhost:80/plone/@@plonecelery-taskqueue"
+    assert "http://localhost:80/plone/++api++/@celery-tasks" in one["services"]
