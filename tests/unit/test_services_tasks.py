@@ -195,3 +195,60 @@ def test_the_panels_are_listed_in_controlpanels(layers, portal):
     one = manager.get("/plone/++api++/@controlpanels/plonecelery-taskqueue", headers=JSON).json
     assert one["url"] == "http://localhost:80/plone/@@plonecelery-taskqueue"
     assert "http://localhost:80/plone/++api++/@celery-tasks" in one["services"]
+
+
+def fill(backend, count: int, *, failures_every: int = 100) -> None:
+    """``count`` finished tasks in the result table, in one transaction (storing them
+    one by one through the backend would commit 10,000 times)."""
+    from celery.backends.database import session_cleanup
+
+    session = backend.ResultSession()
+    with session_cleanup(session):
+        for n in range(count):
+            task = backend.task_cls(f"filled-{n}")
+            failed = n % failures_every == 0
+            state = "FAILURE" if failed else "SUCCESS"
+            # What store_result() writes, without a commit per task.
+            value = backend.prepare_exception(RuntimeError(f"failed {n}")) if failed else {"n": n}
+            backend._update_result(task, value, state)
+            session.add(task)
+        session.commit()
+
+
+def test_10000_finished_tasks_are_paged_not_loaded(layers, portal, database_backend, request):
+    manager = client(layers, auth=(SITE_OWNER_NAME, SITE_OWNER_PASSWORD))
+    manager.get("/plone/@@plonecelery-taskqueue")  # its template compiled (~2 s, once)
+    fill(database_backend, 10_000)
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    statements = []
+
+    def seen(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    # On every engine: Celery makes a new one per session outside forked workers.
+    event.listen(Engine, "before_cursor_execute", seen)
+    request.addfinalizer(lambda: event.remove(Engine, "before_cursor_execute", seen))
+    timings = {}
+    for label, url in {
+        "listing": f"{API}?b_size=25",
+        "last page": f"{API}?b_size=25&b_start=9975",
+        "failures": f"{API}?state=failure&b_size=25",
+    }.items():
+        started = time.monotonic()
+        answer = manager.get(url, headers=JSON).json
+        timings[label] = time.monotonic() - started
+        assert len(answer["items"]) == 25, label
+        assert answer["items_total"] == (100 if label == "failures" else 10_000), label
+    started = time.monotonic()
+    html = manager.get("/plone/@@plonecelery-taskqueue").text
+    timings["panel"] = time.monotonic() - started
+    assert "filled-" in html
+    print("10,000 results:", {label: f"{seconds:.3f} s" for label, seconds in timings.items()})
+    assert max(timings.values()) < 2.0, timings
+    # Every read of the result table asks for a count or for one page, never for all rows.
+    reads = [" ".join(sql.split()) for sql in statements if "FROM celery_taskmeta" in sql]
+    assert reads
+    for sql in reads:
+        assert "count(" in sql or "LIMIT" in sql, sql
