@@ -87,13 +87,20 @@ def test_anonymous_and_members_are_refused(harness, plone_http):
 
 
 @pytest.mark.skipif(BROKER == "sqlite", reason="the SQLite broker has no TCP proxy")
-def test_status_answers_quickly_with_the_broker_down(admin, broker_proxy):
+def test_status_and_panel_answer_quickly_with_the_broker_down(admin, broker_proxy):
+    admin.get("@@plonecelery-taskqueue")  # its template compiled, with the broker up
     broker_proxy.stop()
     try:
         started = time.monotonic()
         body = status(admin)
         took = time.monotonic() - started
+        started = time.monotonic()
+        panel = admin.get("@@plonecelery-taskqueue")
+        panel_took = time.monotonic() - started
     finally:
         broker_proxy.start()
     assert body["broker"]["reachable"] is False and body["broker"]["error"]
     assert took < 2.0, f"@celery-status took {took:.2f}s with the broker down"
+    assert panel.status_code == 200, panel.text[-2000:]
+    assert panel_took < 2.0, f"the Task queue panel took {panel_took:.2f}s with the broker down"
+    print(f"broker down: @celery-status {took:.2f} s, Task queue panel {panel_took:.2f} s")
