@@ -571,6 +571,50 @@ def measure_commit_cost(
     return blocks
 
 
+# -- 3. result-backend writes -------------------------------------------------
+
+
+def measure_result_store(backend_url: str, *, tasks: int, reps: int, issued: list[str]) -> dict:
+    """Seconds per task of a worker's result writes (STARTED, then SUCCESS).
+
+    Celery's Redis backend against ours (one Lua script per state instead of a GET
+    then a SET + PUBLISH), in alternating blocks, in this process.
+    """
+    from celery import Celery
+    from celery.backends.redis import RedisBackend as CeleryRedisBackend
+
+    from collective.plonecelery.results import RedisBackend
+
+    app = Celery("bench-store", set_as_current=False)
+    app.conf.update(result_backend=backend_url, result_extended=True)
+    backends = {
+        "celery": CeleryRedisBackend(app=app, url=backend_url),
+        "ours": RedisBackend(app=app, url=backend_url),
+    }
+    times = {key: [] for key in backends}
+    for rep in range(reps + 1):  # the first repetition warms up
+        keys = list(backends)[rep % 2 :] + list(backends)[: rep % 2]
+        for key in keys:
+            ids = [uuid.uuid4().hex for _ in range(tasks)]
+            issued.extend(ids)
+            start = time.perf_counter()
+            for task_id in ids:
+                backends[key].store_result(task_id, None, "STARTED")
+                backends[key].store_result(task_id, "ok", "SUCCESS")
+            if rep:
+                times[key].append((time.perf_counter() - start) / tasks)
+    celery, ours = median(times["celery"]), median(times["ours"])
+    return {"celery_ms": ms(celery), "ours_ms": ms(ours), "ratio": round(ours / celery, 3)}
+
+
+def result_store_summary(numbers: dict) -> str:
+    return (
+        "Result writes per task (STARTED + SUCCESS), in this process: Celery's Redis "
+        f"backend {numbers['celery_ms']:.3f} ms, ours {numbers['ours_ms']:.3f} ms "
+        f"({numbers['ratio']:.2f}x)."
+    )
+
+
 # -- reporting -----------------------------------------------------------------
 
 
@@ -822,6 +866,7 @@ REQUIRED = {
     "roundtrip": ("plain", "read-on"),
     "commit": ("none", "plain", "1-off", "1-on", "10-off", "10-on"),
     "goals": None,
+    "result_store": ("celery_ms", "ours_ms", "ratio"),
     "outbox": ("counts", "relay_runs", "relay_p50_ms", "relay_max_ms"),
 }
 
@@ -1046,12 +1091,20 @@ def run_measurements(*, harness, options, setup: Setup, plain_workers, issued: l
         sink_queue=setup.sink_queue,
     )
     set_outbox(True)
+    print("Result writes: Celery's Redis backend and ours", flush=True)
+    stores = measure_result_store(
+        setup.backend_url,
+        tasks=max(5, options.tasks // 2),
+        reps=options.commit_reps,
+        issued=issued,
+    )
 
     data = {
         "throughput": throughput_numbers(kinds, batches),
         "roundtrip": roundtrip_numbers(runners, roundtrips),
         "commit": commit_numbers(variants, blocks),
         "outbox": relay_numbers(harness),
+        "result_store": stores,
     }
     data["goals"] = goals(data)
     sections = [
@@ -1071,6 +1124,7 @@ def run_measurements(*, harness, options, setup: Setup, plain_workers, issued: l
         "per task; median and p90 over repetitions); the plain row is one "
         "apply_async in this process, without a transaction:",
         commit_table(data["commit"]),
+        result_store_summary(data["result_store"]),
         relay_summary(data["outbox"]),
     ]
     return data, "\n\n".join(sections)
