@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SENTINEL := $(VENV)/.installed
 
-.PHONY: bench-webhooks webhook install run test test-topology test-unit test-packaging test-integration lint format docs bench constraints clean
+.PHONY: bench-quick bench-webhooks webhook install run test test-topology test-unit test-packaging test-integration lint format docs bench constraints clean
 
 $(SENTINEL): setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,7 @@ run: install
 ## the core of them (-m core) on RelStorage and on the SQLAlchemy brokers of PostgreSQL and MariaDB).
 test: lint
 	$(BIN)/python -m pytest tests/unit -p no:cacheprovider
+	$(BIN)/python benchmarks/run.py --quick
 	PLONECELERY_TEST_BROKER=sqlite $(BIN)/python -m pytest tests/integration -p no:cacheprovider
 	PLONECELERY_TEST_BROKER=redis $(BIN)/python -m pytest tests/integration -p no:cacheprovider
 	PLONECELERY_TEST_BROKER=amqp $(BIN)/python -m pytest tests/integration -p no:cacheprovider
@@ -56,8 +57,14 @@ format: install
 docs: install
 	$(BIN)/sphinx-build -q -W -b html docs docs/_build/html
 
+## Throughput, round trips and request-side cost against plain Celery, with the goal table
+## of issue 12; writes benchmarks/results/latest.json (needs Redis; about 5 minutes)
 bench: install
 	$(BIN)/python benchmarks/run.py
+
+## The same with tiny N (under a minute): checks the scripts run and the JSON has every key
+bench-quick: install
+	$(BIN)/python benchmarks/run.py --quick
 
 ## Webhook endpoint latency under 20 concurrent senders (needs Redis)
 bench-webhooks: install

@@ -1,10 +1,11 @@
 """A plain Celery app, the baseline: no Zope, no ZODB, no transaction.
 
 ``run.py`` starts its worker with ``python -m celery -A plain_celery worker``
-and passes the settings in ``BENCH_PLAIN_SETTINGS`` (JSON): the very settings
-collective.plonecelery's worker uses, computed in ``run.py``, so that the
-only difference between the two workers is Zope. This module imports nothing
-but Celery.
+and passes the settings in ``BENCH_PLAIN_SETTINGS`` (JSON). One worker gets
+the very settings collective.plonecelery's worker uses, computed in ``run.py``,
+so that the only difference between the two workers is Zope; another gets only
+the broker, the result backend and its queue, that is Celery's own defaults.
+This module imports nothing but Celery.
 """
 
 from __future__ import annotations
@@ -30,3 +31,9 @@ app.config_from_object(json.loads(os.environ[SETTINGS_VARIABLE]))
 def noop():
     """The cheapest task Celery can run."""
     return "ok"
+
+
+@app.task(name="plain_celery.sink")
+def sink():
+    """Sent to a queue nobody consumes: the request-side baseline (``apply_async``)."""
+    return "never runs"

@@ -57,6 +57,7 @@ from urllib.parse import urlsplit
 HERE = Path(__file__).resolve().parent
 WORKER_ARGS = ("-l", "info", "-c", "1", "-P", "prefork")
 RESULT_TIMEOUT = 120.0
+DEFAULT_JSON = HERE / "results" / "latest.json"
 SUCCEEDED = re.compile(r"Task (\S+)\[[^\]]+\] succeeded in ([0-9.e-]+)s")
 
 
@@ -80,10 +81,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Redis server, without a db number (db 11 and 12 are used)",
     )
     parser.add_argument(
+        "--roundtrips",
+        type=int,
+        default=60,
+        help="one-at-a-time round trips per kind and round (60)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help=f"where to write every number (default {DEFAULT_JSON.relative_to(HERE.parent)}; "
+        "with --quick, the temporary directory)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny N (overrides the sizes): checks that everything runs and that the "
+        "JSON has every key, not how fast it is (make bench-quick, in CI)",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the temporary directory (logs, Data.fs)"
     )
     options = parser.parse_args(argv)
-    for name in ("tasks", "rounds", "commits", "commit_reps"):
+    if options.quick:
+        options.tasks, options.rounds, options.roundtrips = 5, 1, 3
+        options.commits, options.commit_reps = 3, 1
+    for name in ("tasks", "rounds", "commits", "commit_reps", "roundtrips"):
         if getattr(options, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if urlsplit(options.redis).hostname not in ("127.0.0.1", "localhost", "::1"):
@@ -122,6 +145,10 @@ class Setup:
     @property
     def plain_queue(self) -> str:
         return f"plonecelery-bench-plain-{self.run_id}"
+
+    @property
+    def defaults_queue(self) -> str:
+        return f"plonecelery-bench-defaults-{self.run_id}"
 
     @property
     def sink_queue(self) -> str:
@@ -168,10 +195,26 @@ def plain_settings(setup: Setup) -> dict:
     return settings
 
 
-def start_plain_worker(*, setup: Setup, log_file: Path) -> subprocess.Popen:
+def default_settings(setup: Setup) -> dict:
+    """Celery's own defaults: nothing but where the broker, results and queue are.
+
+    That is how collective.celery was measured against plain Celery (issue 12):
+    early acks and a prefetch multiplier of 4, which is faster than our
+    ``acks_late`` and prefetch 1.
+    """
+    return {
+        "broker_url": setup.broker_url,
+        "result_backend": setup.backend_url,
+        "task_default_queue": setup.defaults_queue,
+    }
+
+
+def start_plain_worker(
+    *, setup: Setup, log_file: Path, settings: dict, name: str, queue: str
+) -> subprocess.Popen:
     """``python -m celery -A plain_celery worker`` with no Zope anywhere near.
 
-    Its settings come from ``BENCH_PLAIN_SETTINGS`` (see :func:`main`).
+    Its settings go to ``BENCH_PLAIN_SETTINGS``, as JSON.
     """
     env = {
         key: value
@@ -179,7 +222,7 @@ def start_plain_worker(*, setup: Setup, log_file: Path) -> subprocess.Popen:
         if not key.startswith(("CELERY_", "PLONECELERY_", "ZOPE_CONF"))
     }
     env.update(module_environment())
-    env["BENCH_PLAIN_SETTINGS"] = os.environ["BENCH_PLAIN_SETTINGS"]
+    env["BENCH_PLAIN_SETTINGS"] = json.dumps(settings)
     args = [
         sys.executable,
         "-m",
@@ -187,7 +230,7 @@ def start_plain_worker(*, setup: Setup, log_file: Path) -> subprocess.Popen:
         "-A",
         "plain_celery",
         "worker",
-        *setup.worker_args(name="plain-bench", queue=setup.plain_queue),
+        *setup.worker_args(name=name, queue=queue),
     ]
     with open(log_file, "ab") as log:
         process = subprocess.Popen(
@@ -242,13 +285,6 @@ class LogReader:
 
 
 # -- the outbox switch ---------------------------------------------------------
-
-
-def outbox_available() -> bool:
-    """Whether this version has the transactional outbox (``PLONECELERY_OUTBOX``)."""
-    from collective.plonecelery.config import AddonSettings
-
-    return "outbox" in AddonSettings.__dataclass_fields__
 
 
 def set_outbox(enabled: bool) -> None:
@@ -326,12 +362,12 @@ def zope_sender(harness, task, *args) -> Callable[[int], list]:
     return send
 
 
-def plain_sender(task) -> Callable[[int], list]:
+def plain_sender(task, queue: str) -> Callable[[int], list]:
     """Publish n calls through one producer, as our after-commit hook does."""
 
     def send(n: int) -> list:
         with task.app.producer_or_acquire() as producer:
-            return [task.apply_async(producer=producer) for _ in range(n)]
+            return [task.apply_async(producer=producer, queue=queue) for _ in range(n)]
 
     return send
 
@@ -406,6 +442,70 @@ def select_kind(kind: Kind) -> None:
         set_outbox(kind.outbox)
 
 
+# -- 1b. one task at a time ----------------------------------------------------
+
+
+def zope_roundtrips(harness, task, *args, expected) -> Callable[[int], list[float]]:
+    """Seconds from ``delay()`` (in a transaction) to its result, one task at a time.
+
+    The clock includes the commit that sends the task (and writes its outbox
+    record): both are on the path of a caller that waits for the result.
+    """
+    import transaction
+
+    def run(n: int) -> list[float]:
+        times = []
+        with harness.session(user="admin"):
+            for _ in range(n):
+                transaction.begin()
+                start = time.perf_counter()
+                result = task.delay(*args)
+                transaction.commit()
+                value = result.get(timeout=RESULT_TIMEOUT)
+                times.append(time.perf_counter() - start)
+                if value != expected:
+                    raise AssertionError(f"{task.name} returned {value!r}, not {expected!r}")
+        return times
+
+    return run
+
+
+def plain_roundtrips(task, queue: str) -> Callable[[int], list[float]]:
+    def run(n: int) -> list[float]:
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            value = task.apply_async(queue=queue).get(timeout=RESULT_TIMEOUT)
+            times.append(time.perf_counter() - start)
+            if value != "ok":
+                raise AssertionError(f"{task.name} returned {value!r}")
+        return times
+
+    return run
+
+
+def measure_roundtrips(runners: dict, *, count: int, rounds: int) -> dict[str, list[float]]:
+    """Alternating blocks of ``count`` round trips per kind; seconds per task."""
+    times = {key: [] for key in runners}
+    for key, (_, run) in runners.items():  # warm-up, not recorded
+        select_roundtrip(key)
+        run(min(5, count))
+    for round_no in range(rounds):
+        keys = list(runners)
+        shift = round_no % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            select_roundtrip(key)
+            times[key].extend(runners[key][1](count))
+    return times
+
+
+def select_roundtrip(key: str) -> None:
+    if key.endswith("-on"):
+        set_outbox(True)
+    elif key.endswith("-off"):
+        set_outbox(False)
+
+
 # -- 2. the cost of queuing in a committing transaction ------------------------
 
 
@@ -431,26 +531,88 @@ def time_commits(*, doc, sink, transactions: int, tasks: int) -> float:
     return (time.perf_counter() - start) / transactions
 
 
-def measure_commit_cost(harness, *, doc_id: str, transactions: int, reps: int, variants) -> dict:
+def time_plain_sends(*, sink, queue: str, calls: int) -> float:
+    """Mean seconds per plain Celery ``apply_async`` (no Zope, no transaction).
+
+    Each call acquires its producer from the pool, as an application's call does.
+    This is Celery's own Redis backend, so each call also subscribes to the task's
+    result channel (``on_task_call``): that is what plain Celery costs.
+    """
+    start = time.perf_counter()
+    for _ in range(calls):
+        sink.apply_async(queue=queue)
+    return (time.perf_counter() - start) / calls
+
+
+def measure_commit_cost(
+    harness, *, doc_id: str, transactions: int, reps: int, variants, sink_queue: str
+) -> dict:
     """Per repetition, one block per variant (rotating order); returns seconds."""
+    import plain_celery
     from bench_tasks import sink
+
+    def block(portal, variant, transactions):
+        if variant.key == "plain":
+            return time_plain_sends(sink=plain_celery.sink, queue=sink_queue, calls=transactions)
+        if variant.outbox is not None:
+            set_outbox(variant.outbox)
+        return time_commits(
+            doc=portal[doc_id], sink=sink, transactions=transactions, tasks=variant.tasks
+        )
 
     blocks = {v.key: [] for v in variants}
     with harness.session(user="admin") as portal:
-        doc = portal[doc_id]
         for variant in variants:  # warm-up, not recorded
-            if variant.outbox is not None:
-                set_outbox(variant.outbox)
-            time_commits(doc=doc, sink=sink, transactions=5, tasks=variant.tasks)
+            block(portal, variant, 5)
         for rep in range(reps):
             shift = rep % len(variants)
             for variant in variants[shift:] + variants[:shift]:
-                if variant.outbox is not None:
-                    set_outbox(variant.outbox)
-                blocks[variant.key].append(
-                    time_commits(doc=doc, sink=sink, transactions=transactions, tasks=variant.tasks)
-                )
+                blocks[variant.key].append(block(portal, variant, transactions))
     return blocks
+
+
+# -- 3. result-backend writes -------------------------------------------------
+
+
+def measure_result_store(backend_url: str, *, tasks: int, reps: int, issued: list[str]) -> dict:
+    """Seconds per task of a worker's result writes (STARTED, then SUCCESS).
+
+    Celery's Redis backend against ours (one Lua script per state instead of a GET
+    then a SET + PUBLISH), in alternating blocks, in this process.
+    """
+    from celery import Celery
+    from celery.backends.redis import RedisBackend as CeleryRedisBackend
+
+    from collective.plonecelery.results import RedisBackend
+
+    app = Celery("bench-store", set_as_current=False)
+    app.conf.update(result_backend=backend_url, result_extended=True)
+    backends = {
+        "celery": CeleryRedisBackend(app=app, url=backend_url),
+        "ours": RedisBackend(app=app, url=backend_url),
+    }
+    times = {key: [] for key in backends}
+    for rep in range(reps + 1):  # the first repetition warms up
+        keys = list(backends)[rep % 2 :] + list(backends)[: rep % 2]
+        for key in keys:
+            ids = [uuid.uuid4().hex for _ in range(tasks)]
+            issued.extend(ids)
+            start = time.perf_counter()
+            for task_id in ids:
+                backends[key].store_result(task_id, None, "STARTED")
+                backends[key].store_result(task_id, "ok", "SUCCESS")
+            if rep:
+                times[key].append((time.perf_counter() - start) / tasks)
+    celery, ours = median(times["celery"]), median(times["ours"])
+    return {"celery_ms": ms(celery), "ours_ms": ms(ours), "ratio": round(ours / celery, 3)}
+
+
+def result_store_summary(numbers: dict) -> str:
+    return (
+        "Result writes per task (STARTED + SUCCESS), in this process: Celery's Redis "
+        f"backend {numbers['celery_ms']:.3f} ms, ours {numbers['ours_ms']:.3f} ms "
+        f"({numbers['ratio']:.2f}x)."
+    )
 
 
 # -- reporting -----------------------------------------------------------------
@@ -489,51 +651,237 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def throughput_table(kinds: list[Kind], batches: dict[str, list[Batch]]) -> str:
-    """Medians over rounds; the ratio is taken round by round, then its median."""
-    plain = batches["plain"]
-    rows = []
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def throughput_numbers(kinds: list[Kind], batches: dict[str, list[Batch]]) -> dict:
+    """Medians over rounds; ratios are taken round by round, then their median."""
+    numbers = {}
     for kind in kinds:
         mine = batches[kind.key]
         rates = [b.rate for b in mine]
-        ratios = [b.rate / base.rate for b, base in zip(mine, plain, strict=True)]
         run_times = [t for b in mine for t in b.run_times]
-        rows.append(
-            [
-                kind.label,
-                f"{median(rates):.0f}",
-                f"{min(rates):.0f}-{max(rates):.0f}",
-                f"{median(ratios):.2f}x",
-                f"{median(run_times) * 1000:.2f}" if run_times else "?",
-                f"{median([b.worker_cpu for b in mine]) * 1000:.2f}",
-                f"{median([b.zeo_cpu for b in mine]) * 1000:.2f}",
-            ]
-        )
-    return table(
-        ["task", "tasks/s", "range", "vs plain", "in task ms", "worker CPU ms", "ZEO CPU ms"],
-        rows,
-    )
+        numbers[kind.key] = {
+            "label": kind.label,
+            "tasks_per_s": round(median(rates), 1),
+            "rates": [round(r, 1) for r in rates],
+            "vs_plain": round(
+                median([b.rate / p.rate for b, p in zip(mine, batches["plain"], strict=True)]), 3
+            ),
+            "vs_plain_defaults": round(
+                median(
+                    [b.rate / p.rate for b, p in zip(mine, batches["plain-defaults"], strict=True)]
+                ),
+                3,
+            ),
+            "in_task_ms": ms(median(run_times)) if run_times else None,
+            "worker_cpu_ms": ms(median([b.worker_cpu for b in mine])),
+            "zeo_cpu_ms": ms(median([b.zeo_cpu for b in mine])),
+        }
+    return numbers
 
 
-def commit_table(variants: list[CommitVariant], blocks: dict) -> str:
-    base = blocks["none"]
-    rows = [["no task (baseline)", f"{median(base) * 1000:.2f}", "", ""]]
-    for variant in variants:
-        if variant.key == "none":
-            continue
-        per_task = [
-            (with_tasks - without) / variant.tasks * 1000
-            for with_tasks, without in zip(blocks[variant.key], base, strict=True)
+def throughput_table(numbers: dict) -> str:
+    rows = [
+        [
+            n["label"],
+            f"{n['tasks_per_s']:.0f}",
+            f"{min(n['rates']):.0f}-{max(n['rates']):.0f}",
+            f"{n['vs_plain']:.2f}x",
+            f"{n['vs_plain_defaults']:.2f}x",
+            f"{n['in_task_ms']:.2f}" if n["in_task_ms"] is not None else "?",
+            f"{n['worker_cpu_ms']:.2f}",
+            f"{n['zeo_cpu_ms']:.2f}",
         ]
+        for n in numbers.values()
+    ]
+    headers = ["task", "tasks/s", "range", "vs plain", "vs defaults", "in task ms"]
+    return table([*headers, "worker CPU ms", "ZEO CPU ms"], rows)
+
+
+def commit_numbers(variants: list[CommitVariant], blocks: dict) -> dict:
+    """Per task: the difference to the no-task block of the same repetition.
+
+    The plain ``apply_async`` blocks have no transaction: their time is the cost.
+    """
+    numbers = {}
+    for variant in variants:
+        mine = blocks[variant.key]
+        if variant.key in ("none", "plain"):
+            per_task = [ms(b) for b in mine]
+        else:
+            per_task = [
+                ms((b - base) / variant.tasks) for b, base in zip(mine, blocks["none"], strict=True)
+            ]
+        numbers[variant.key] = {
+            "label": variant.label,
+            "ms_per_block_item": ms(median(mine)),
+            "per_task_ms": round(median(per_task), 3),
+            "per_task_ms_p90": round(p90(per_task), 3),
+        }
+    return numbers
+
+
+def commit_table(numbers: dict) -> str:
+    rows = []
+    for key, n in numbers.items():
+        if key == "none":
+            rows.append(["no task (baseline)", f"{n['ms_per_block_item']:.2f}", "", ""])
+            continue
         rows.append(
             [
-                variant.label,
-                f"{median(blocks[variant.key]) * 1000:.2f}",
-                f"{median(per_task):.3f}",
-                f"{p90(per_task):.3f}",
+                n["label"],
+                f"{n['ms_per_block_item']:.2f}",
+                f"{n['per_task_ms']:.3f}",
+                f"{n['per_task_ms_p90']:.3f}",
             ]
         )
     return table(["transaction", "ms/txn", "per task ms (median)", "per task ms (p90)"], rows)
+
+
+def roundtrip_numbers(runners: dict, times: dict[str, list[float]]) -> dict:
+    return {
+        key: {
+            "label": runners[key][0],
+            "count": len(times[key]),
+            "p50_ms": ms(median(times[key])),
+            "p90_ms": ms(p90(times[key])),
+        }
+        for key in runners
+    }
+
+
+def roundtrip_table(numbers: dict) -> str:
+    rows = [
+        [n["label"], str(n["count"]), f"{n['p50_ms']:.2f}", f"{n['p90_ms']:.2f}"]
+        for n in numbers.values()
+    ]
+    return table(["task, one at a time", "tasks", "p50 ms", "p90 ms"], rows)
+
+
+# -- the goals of issue 12 -----------------------------------------------------
+
+#: Goals of issue 12 this script does not measure (yet): what they need.
+NOT_MEASURED = (
+    ("3. outbox steady state, 100,000 mixed tasks", "pending <= rate x (grace + relay) + c"),
+    ("4. webhook endpoint (make bench-webhooks)", "latency <= 1.5x REST POST, ..."),
+    ("5. scaling: 2 workers vs 1", ">= 1.6x"),
+    ("6. task table per broker (RabbitMQ, SQLite)", "table"),
+)
+
+
+def goal(name, *, value, baseline, ratio, target: float, higher: bool, unit="") -> dict:
+    met = ratio >= target if higher else ratio <= target
+    return {
+        "goal": name,
+        "value": value,
+        "baseline": baseline,
+        "unit": unit,
+        "ratio": round(ratio, 3),
+        "target": f"{'>=' if higher else '<='} {target}x",
+        "met": met,
+    }
+
+
+def goals(data: dict) -> list[dict]:
+    """Each goal of issue 12 that this run measures, against its baseline of this run."""
+    tp, rt, commit = data["throughput"], data["roundtrip"], data["commit"]
+    rows = []
+    for key, name, target in (
+        ("read-on", "1. read task, outbox on, vs plain (same settings)", 0.75),
+        ("write-on", "1. write task, outbox on, vs plain (same settings)", 0.55),
+        ("noop-on", "1. no-op task, outbox on, vs plain (same settings)", 0.85),
+        ("read-on", "1. read task, outbox on, vs plain (Celery defaults)", 0.51),
+        ("write-on", "1. write task, outbox on, vs plain (Celery defaults)", 0.33),
+    ):
+        base = "plain-defaults" if "defaults" in name else "plain"
+        rows.append(
+            goal(
+                name,
+                value=tp[key]["tasks_per_s"],
+                baseline=tp[base]["tasks_per_s"],
+                ratio=tp[key]["vs_plain_defaults" if base != "plain" else "vs_plain"],
+                # collective.celery's 0.51x and 0.33x are to be beaten, not matched.
+                target=target,
+                higher=True,
+                unit="tasks/s",
+            )
+        )
+    rows.append(
+        goal(
+            "1. one-at-a-time round trip, read, p50",
+            value=rt["read-on"]["p50_ms"],
+            baseline=rt["plain"]["p50_ms"],
+            ratio=rt["read-on"]["p50_ms"] / rt["plain"]["p50_ms"],
+            target=1.5,
+            higher=False,
+            unit="ms",
+        )
+    )
+    rows.append(
+        goal(
+            "2. request side: 1 task in a commit, outbox on",
+            value=commit["1-on"]["per_task_ms"],
+            baseline=commit["plain"]["per_task_ms"],
+            ratio=commit["1-on"]["per_task_ms"] / commit["plain"]["per_task_ms"],
+            target=1.3,
+            higher=False,
+            unit="ms",
+        )
+    )
+    return rows
+
+
+def goal_table(rows: list[dict]) -> str:
+    lines = [
+        [
+            r["goal"],
+            f"{r['value']:.2f} {r['unit']}",
+            f"{r['baseline']:.2f} {r['unit']}",
+            f"{r['ratio']:.2f}x",
+            r["target"],
+            "met" if r["met"] else "NOT MET",
+        ]
+        for r in rows
+    ]
+    lines += [[name, "-", "-", "-", target, "not measured"] for name, target in NOT_MEASURED]
+    return table(["goal (issue 12)", "ours", "baseline", "ratio", "goal", "result"], lines)
+
+
+#: Keys ``--quick`` requires in the JSON (``make bench-quick`` checks them in CI).
+REQUIRED = {
+    "date": None,
+    "duration_s": None,
+    "command": None,
+    "machine": None,
+    "load_average": ("before", "after"),
+    "versions": None,
+    "options": None,
+    "throughput": (
+        "plain",
+        "plain-defaults",
+        *(f"{k}-{m}" for k in ("noop", "read", "write") for m in ("off", "on")),
+    ),
+    "roundtrip": ("plain", "read-on"),
+    "commit": ("none", "plain", "1-off", "1-on", "10-off", "10-on"),
+    "goals": None,
+    "result_store": ("celery_ms", "ours_ms", "ratio"),
+    "outbox": ("counts", "relay_runs", "relay_p50_ms", "relay_max_ms"),
+}
+
+
+def missing_keys(data: dict) -> list[str]:
+    """The required keys (``section`` or ``section.key``) that ``data`` lacks."""
+    missing = []
+    for section, keys in REQUIRED.items():
+        if section not in data:
+            missing.append(section)
+            continue
+        missing += [f"{section}.{key}" for key in keys or () if key not in data[section]]
+    if "goals" in data and len(data["goals"]) != 7:
+        missing.append("goals (7 measured goals)")
+    return missing
 
 
 # -- main ----------------------------------------------------------------------
@@ -553,10 +901,20 @@ def cleanup_redis(client_url: str, *, queues: list[str], backend_url: str, ids: 
         backend.delete(*(f"celery-task-meta-{i}" for i in ids[start : start + 1000]))
 
 
+def command_line(options) -> str:
+    if options.quick:
+        return ".venv/bin/python benchmarks/run.py --quick"
+    return (
+        f".venv/bin/python benchmarks/run.py --tasks {options.tasks} "
+        f"--rounds {options.rounds} --roundtrips {options.roundtrips} "
+        f"--commits {options.commits} --commit-reps {options.commit_reps}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
-    # Nothing may be written into the repository, not even the __pycache__
-    # of bench_tasks and plain_celery (imported later, from this directory).
+    # Nothing but the JSON may be written into the repository, not even the
+    # __pycache__ of bench_tasks and plain_celery (imported later, from here).
     sys.dont_write_bytecode = True
     import redis
 
@@ -569,16 +927,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     base_dir = Path(tempfile.mkdtemp(prefix="plonecelery-bench-"))
+    json_path = options.json or (base_dir / "latest.json" if options.quick else DEFAULT_JSON)
     environment = setup.environment()
     os.environ.update(environment)
-    # This process queues the baseline's tasks through the same plain app.
+    # This process queues the baselines' tasks through the same plain app; the
+    # settings that differ (acks, prefetch) are the workers'.
     os.environ["BENCH_PLAIN_SETTINGS"] = json.dumps(plain_settings(setup))
     sys.path.insert(0, str(HERE))
     started = datetime.now(UTC)
-    load_before = os.getloadavg()[0]
+    load_before = os.getloadavg()
     print(f"Benchmark run {setup.run_id} in {base_dir}", flush=True)
 
     from collective.plonecelery.devtools.harness import WorkerHarness
+    from collective.plonecelery.devtools.instance import stop_process
 
     harness = WorkerHarness(
         base_dir=base_dir,
@@ -586,40 +947,68 @@ def main(argv: list[str] | None = None) -> int:
         worker_args=setup.worker_args(name="zope-bench", queue=setup.queue),
         worker_env=module_environment(),
     )
-    plain_worker = None
+    plain_workers: dict[str, subprocess.Popen] = {}
     issued: list[str] = []
     failed = True
     try:
         print("Starting ZEO, creating the Plone site, starting the workers...", flush=True)
         harness.start()
-        plain_log = harness.log_dir / "plain-worker.log"
-        plain_worker = start_plain_worker(setup=setup, log_file=plain_log)
-        report = run_measurements(
-            harness=harness, options=options, plain_worker=plain_worker, issued=issued
+        for key, settings, queue in (
+            ("plain", plain_settings(setup), setup.plain_queue),
+            ("plain-defaults", default_settings(setup), setup.defaults_queue),
+        ):
+            plain_workers[key] = start_plain_worker(
+                setup=setup,
+                log_file=harness.log_dir / f"{key}-worker.log",
+                settings=settings,
+                name=f"{key}-bench",
+                queue=queue,
+            )
+        data, report = run_measurements(
+            harness=harness,
+            options=options,
+            setup=setup,
+            plain_workers=plain_workers,
+            issued=issued,
         )
         finished = datetime.now(UTC)
+        data = {
+            "date": f"{started:%Y-%m-%d %H:%M} UTC",
+            "duration_s": (finished - started).seconds,
+            "command": command_line(options),
+            "machine": machine_description(),
+            # Other processes on the machine compete for the same cores.
+            "load_average": {"before": load_before, "after": os.getloadavg()},
+            "versions": versions(redis_client),
+            "options": {k: v for k, v in vars(options).items() if k != "json"},
+            **data,
+        }
         print()
-        print(f"Date: {started:%Y-%m-%d %H:%M} UTC ({(finished - started).seconds} s)")
-        print(f"Machine: {machine_description()}")
-        # Other processes on the machine compete for the same cores.
-        print(f"Load average (1 min): {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
-        print(f"Versions: {versions(redis_client)}")
+        print(f"Date: {data['date']} ({data['duration_s']} s)")
+        print(f"Machine: {data['machine']}")
         print(
-            f"Command: .venv/bin/python benchmarks/run.py --tasks {options.tasks} "
-            f"--rounds {options.rounds} --commits {options.commits} "
-            f"--commit-reps {options.commit_reps}"
+            "Load average (1, 5, 15 min): "
+            f"{' '.join(f'{x:.2f}' for x in load_before)} before, "
+            f"{' '.join(f'{x:.2f}' for x in data['load_average']['after'])} after"
         )
+        print(f"Versions: {data['versions']}")
+        print(f"Command: {data['command']}")
         print(report)
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(data, indent=1) + "\n")
+        print(f"\nEvery number: {json_path}")
+        missing = missing_keys(json.loads(json_path.read_text()))
+        if missing:
+            print(f"The JSON lacks: {', '.join(missing)}", file=sys.stderr)
+            return 1
         failed = False
     finally:
-        if plain_worker is not None:
-            from collective.plonecelery.devtools.instance import stop_process
-
-            stop_process(plain_worker)
+        for process in plain_workers.values():
+            stop_process(process)
         harness.stop()
         cleanup_redis(
             setup.broker_url,
-            queues=[setup.queue, setup.plain_queue, setup.sink_queue],
+            queues=[setup.queue, setup.plain_queue, setup.defaults_queue, setup.sink_queue],
             backend_url=setup.backend_url,
             ids=issued,
         )
@@ -630,8 +1019,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_measurements(*, harness, options, plain_worker: subprocess.Popen, issued: list[str]):
-    """Both measurements; returns the report text."""
+def run_measurements(*, harness, options, setup: Setup, plain_workers, issued: list[str]):
+    """Every measurement; returns its numbers and the report text."""
+    import bench_tasks
+    import plain_celery
     import transaction
     from plone import api
 
@@ -642,10 +1033,11 @@ def run_measurements(*, harness, options, plain_worker: subprocess.Popen, issued
             uids[name] = doc.UID()
         transaction.commit()
 
-    outbox_modes = (False, True) if outbox_available() else (None,)
+    outbox_modes = (False, True)
     kinds = throughput_kinds(
         harness=harness,
-        plain_worker=plain_worker,
+        setup=setup,
+        plain_workers=plain_workers,
         outbox_modes=outbox_modes,
         read_uid=uids["bench-read"],
         write_id="bench-write",
@@ -659,6 +1051,31 @@ def run_measurements(*, harness, options, plain_worker: subprocess.Popen, issued
         issued=issued,
     )
 
+    runners = {
+        "plain": (
+            "plain Celery no-op (same settings)",
+            plain_roundtrips(plain_celery.noop, setup.plain_queue),
+        ),
+        "read-on": (
+            "Zope read, outbox on (default)",
+            zope_roundtrips(
+                harness, bench_tasks.read_title, uids["bench-read"], expected="bench-read"
+            ),
+        ),
+        "read-off": (
+            "Zope read, outbox off",
+            zope_roundtrips(
+                harness, bench_tasks.read_title, uids["bench-read"], expected="bench-read"
+            ),
+        ),
+    }
+    print(
+        f"Round trips: {options.rounds} rounds of {options.roundtrips} tasks per kind, "
+        "one at a time",
+        flush=True,
+    )
+    roundtrips = measure_roundtrips(runners, count=options.roundtrips, rounds=options.rounds)
+
     variants = commit_variants(outbox_modes)
     print(
         f"Commit cost: {options.commit_reps} repetitions of {options.commits} "
@@ -671,29 +1088,46 @@ def run_measurements(*, harness, options, plain_worker: subprocess.Popen, issued
         transactions=options.commits,
         reps=options.commit_reps,
         variants=variants,
+        sink_queue=setup.sink_queue,
     )
     set_outbox(True)
+    print("Result writes: Celery's Redis backend and ours", flush=True)
+    stores = measure_result_store(
+        setup.backend_url,
+        tasks=max(5, options.tasks // 2),
+        reps=options.commit_reps,
+        issued=issued,
+    )
 
+    data = {
+        "throughput": throughput_numbers(kinds, batches),
+        "roundtrip": roundtrip_numbers(runners, roundtrips),
+        "commit": commit_numbers(variants, blocks),
+        "outbox": relay_numbers(harness),
+        "result_store": stores,
+    }
+    data["goals"] = goals(data)
     sections = [
+        "Goals of issue 12, each against its baseline of this run:",
+        goal_table(data["goals"]),
         "Throughput, one worker (prefork -c 1). Medians over rounds; 'range' is "
         "min-max over rounds; 'vs plain' is the median of the ratios to the plain "
-        "no-op of the same round; 'in task ms' is the run time the worker logs "
-        "(Zope set-up, task, commit); CPU columns are CPU time per task of the "
-        "worker (main + pool process) and of the ZEO server.",
-        throughput_table(kinds, batches),
+        "no-op of the same round with our delivery settings (acks_late, prefetch 1), "
+        "'vs defaults' to the plain no-op on Celery's defaults; 'in task ms' is the "
+        "run time the worker logs (Zope set-up, task, commit); CPU columns are CPU "
+        "time per task of the worker (main + pool process) and of the ZEO server.",
+        throughput_table(data["throughput"]),
+        "One task at a time: from delay() (and the commit that sends it) to its result, per task:",
+        roundtrip_table(data["roundtrip"]),
         "Time added to a committing transaction by queuing tasks (one small write "
         "per transaction; difference to the no-task blocks of the same repetition, "
-        "per task; median and p90 over repetitions):",
-        commit_table(variants, blocks),
+        "per task; median and p90 over repetitions); the plain row is one "
+        "apply_async in this process, without a transaction:",
+        commit_table(data["commit"]),
+        result_store_summary(data["result_store"]),
+        relay_summary(data["outbox"]),
     ]
-    if None in outbox_modes:
-        sections.append(
-            "TODO: this version has no PLONECELERY_OUTBOX setting, so the rows with "
-            "and without the transactional outbox are missing (see set_outbox())."
-        )
-    else:
-        sections.append(relay_summary(harness))
-    return "\n\n".join(sections)
+    return data, "\n\n".join(sections)
 
 
 def mode_key(outbox: bool | None) -> str:
@@ -704,22 +1138,28 @@ def mode_label(outbox: bool | None) -> str:
     return {None: "", False: ", outbox off", True: ", outbox on (default)"}[outbox]
 
 
-def throughput_kinds(*, harness, plain_worker, outbox_modes, read_uid: str, write_id: str):
-    """The plain baseline, then each Zope-aware task in each outbox mode."""
+def throughput_kinds(
+    *, harness, setup: Setup, plain_workers, outbox_modes, read_uid: str, write_id: str
+):
+    """The plain baselines, then each Zope-aware task in each outbox mode."""
     import bench_tasks
     import plain_celery
 
     kinds = [
         Kind(
-            key="plain",
-            label="plain Celery no-op (baseline)",
+            key=key,
+            label=label,
             outbox=None,
-            send=plain_sender(plain_celery.noop),
+            send=plain_sender(plain_celery.noop, queue),
             check=expect_all("ok"),
             app=plain_celery.app,
             task_name=plain_celery.noop.name,
-            log=LogReader(harness.log_dir / "plain-worker.log"),
-            worker_pid=plain_worker.pid,
+            log=LogReader(harness.log_dir / f"{key}-worker.log"),
+            worker_pid=plain_workers[key].pid,
+        )
+        for key, label, queue in (
+            ("plain", "plain Celery no-op, same settings (baseline)", setup.plain_queue),
+            ("plain-defaults", "plain Celery no-op, Celery's defaults", setup.defaults_queue),
         )
     ]
     zope_log = LogReader(harness.worker_log)
@@ -748,7 +1188,10 @@ def throughput_kinds(*, harness, plain_worker, outbox_modes, read_uid: str, writ
 
 
 def commit_variants(outbox_modes) -> list[CommitVariant]:
-    variants = [CommitVariant("none", "no task", 0, None)]
+    variants = [
+        CommitVariant("none", "no task", 0, None),
+        CommitVariant("plain", "plain Celery apply_async, no transaction", 1, None),
+    ]
     for tasks in (1, 10):
         for outbox in outbox_modes:
             label = f"{tasks} task{'s' if tasks > 1 else ''}{mode_label(outbox)}"
@@ -756,18 +1199,27 @@ def commit_variants(outbox_modes) -> list[CommitVariant]:
     return variants
 
 
-def relay_summary(harness) -> str:
+def relay_numbers(harness) -> dict:
     """How the outbox relay fared in the worker, and what the outbox holds now."""
     from collective.plonecelery.outbox import records as outbox
 
     times = LogReader(harness.worker_log).run_times("collective.plonecelery.outbox.relay_outbox")
     with harness.session(user="admin") as portal:
         held = outbox.counts(portal._p_jar)
-    text = f"Outbox records at the end: {held}."
-    if times:
+    return {
+        "counts": held,
+        "relay_runs": len(times),
+        "relay_p50_ms": ms(median(times)) if times else None,
+        "relay_max_ms": ms(max(times)) if times else None,
+    }
+
+
+def relay_summary(numbers: dict) -> str:
+    text = f"Outbox records at the end: {numbers['counts']}."
+    if numbers["relay_runs"]:
         text += (
-            f" Relay runs in the worker: {len(times)}, median "
-            f"{median(times) * 1000:.0f} ms, slowest {max(times) * 1000:.0f} ms."
+            f" Relay runs in the worker: {numbers['relay_runs']}, median "
+            f"{numbers['relay_p50_ms']:.0f} ms, slowest {numbers['relay_max_ms']:.0f} ms."
         )
     return text
 
