@@ -77,6 +77,8 @@ setup(
             # Browser tests of the control panels (tests/integration/test_panels_browser.py),
             # against the system's chromium: no browser download.
             "playwright",
+            # Flower against the test brokers (tests/integration/test_flower.py).
+            "flower",
         ],
         "docs": ["Sphinx"],
     },
