@@ -13,6 +13,8 @@ from collective.plonecelery import internals
 from collective.plonecelery import zeo
 from collective.plonecelery.devtools.instance import MySQLDatabase
 from collective.plonecelery.devtools.instance import PostgreSQLDatabase
+from collective.plonecelery.devtools.instance import ZeoTLS
+from collective.plonecelery.devtools.instance import write_zeo_conf
 from collective.plonecelery.devtools.instance import write_zope_conf
 from collective.plonecelery.worker.process import forget_inherited_broker_connections
 
@@ -50,6 +52,28 @@ def test_zeo_zope_conf_is_valid(tmp_path):
     )
     storage = load_zope_conf(path).databases[0].config.storage.config
     assert storage.server_sync is True and storage.shared_blob_dir is True
+
+
+def test_zeo_tls_sections(tmp_path):
+    # Parsing them would load the certificates: test_security_zeo_tls.py does, with real ones.
+    certs = tmp_path / "ce$rts"
+    tls = ZeoTLS(ca=certs / "ca.pem", certificate=certs / "c.pem", key=certs / "c.key")
+    server = write_zeo_conf(
+        path=tmp_path / "zeo.conf", var_dir=tmp_path / "var", host="127.0.0.1", port=8100, tls=tls
+    ).read_text()
+    client = write_zope_conf(
+        path=tmp_path / "etc" / "zope.conf",
+        var_dir=tmp_path / "var",
+        zeo_address="127.0.0.1:8100",
+        blob_dir=tmp_path / "var" / "blobstorage",
+        zeo_tls=tls,
+    ).read_text()
+    for text, closing in ((server, "</zeo>"), (client, "</clientstorage>")):
+        ssl = text[text.index("<ssl>") : text.index(closing)]
+        assert f"authenticate {tmp_path}/ce$$rts/ca.pem" in ssl
+        assert f"certificate {tmp_path}/ce$$rts/c.pem" in ssl
+        assert f"key {tmp_path}/ce$$rts/c.key" in ssl
+    assert "server-hostname localhost" in client and "server-hostname" not in server
 
 
 @pytest.mark.parametrize(

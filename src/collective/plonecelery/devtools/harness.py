@@ -19,6 +19,9 @@ With ``database="relstorage"`` there is no ZEO server: the site lives in RelStor
 on a fresh PostgreSQL database (127.0.0.1:5432 as ``postgres`` unless ``postgresql``
 names another :class:`~.instance.PostgreSQLDatabase`), dropped by ``stop()``.
 
+``zeo_tls=(server, client)``, two :class:`~.instance.ZeoTLS` (the server's certificate
+and the one Zope here and the worker present), puts ZEO on TLS.
+
 Import nothing that imports ``Testing`` (plone.app.testing does) before
 ``start()``: Zope then silently swaps the configured ZODB for a DemoStorage.
 """
@@ -56,6 +59,7 @@ class WorkerHarness:
         worker_env: Mapping[str, str] | None = None,
         database: str = "zeo",
         postgresql: instance.PostgreSQLDatabase | None = None,
+        zeo_tls: tuple[instance.ZeoTLS, instance.ZeoTLS] | None = None,
     ):
         if database not in DATABASES:
             raise ValueError(f"database={database!r}: use one of {', '.join(DATABASES)}")
@@ -69,6 +73,7 @@ class WorkerHarness:
         self.admin_password = secrets.token_urlsafe(12)
         self.database = database
         self.postgresql = postgresql
+        self.zeo_tls = zeo_tls
         self._own_postgresql = False
         self.zeo = None
         self.worker = None
@@ -90,8 +95,15 @@ class WorkerHarness:
                 self._own_postgresql = True
             storage = {"relstorage_dsn": self.postgresql.dsn}
         else:
-            self.zeo = instance.start_zeo(var_dir=self.var_dir, log_file=self.log_dir / "zeo.log")
-            storage = {"zeo_address": self.zeo.address, "blob_dir": self.zeo.blob_dir}
+            server_tls, client_tls = self.zeo_tls or (None, None)
+            self.zeo = instance.start_zeo(
+                var_dir=self.var_dir, log_file=self.log_dir / "zeo.log", tls=server_tls
+            )
+            storage = {
+                "zeo_address": self.zeo.address,
+                "blob_dir": self.zeo.blob_dir,
+                "zeo_tls": client_tls,
+            }
         self.zope_conf = instance.write_zope_conf(
             path=self.base_dir / "etc" / "zope.conf",
             var_dir=self.var_dir,

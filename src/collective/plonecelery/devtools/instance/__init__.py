@@ -51,5 +51,6 @@ from .site import create_site  # noqa: F401
 from .zeoserver import ZEOServer  # noqa: F401
 from .zeoserver import start_zeo  # noqa: F401
 from .zeoserver import write_zeo_conf  # noqa: F401
+from .zopeconf import ZeoTLS  # noqa: F401
 from .zopeconf import write_zope_conf  # noqa: F401
 from .zopeconf import write_zope_ini  # noqa: F401

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -18,10 +19,45 @@ def zconfig_value(value: object) -> str:
     return text.replace("$", "$$")
 
 
+@dataclass(frozen=True)
+class ZeoTLS:
+    """TLS between a ZEO server and its clients: one side's certificate and key, and
+    the CA that signs the other side's certificates.
+
+    ZEO's TLS is mutual: the server requires a client certificate signed by
+    ``ca`` (``CERT_REQUIRED``) and the client checks the server's certificate
+    against ``ca`` and ``server_hostname``. Both sides verify with
+    ``VERIFY_X509_STRICT``. Give the server's certificate to :func:`.start_zeo`
+    and a client's to :func:`write_zope_conf`::
+
+        server = ZeoTLS(ca="ca.pem", certificate="server.pem", key="server.key")
+        client = ZeoTLS(ca="ca.pem", certificate="client.pem", key="client.key")
+    """
+
+    ca: str | os.PathLike
+    certificate: str | os.PathLike
+    key: str | os.PathLike
+    server_hostname: str = "localhost"
+
+    def ssl_section(self, *, client: bool, indent: str) -> str:
+        """ZEO's ``<ssl>`` section (the client's also names the server's host name)."""
+        lines = [
+            "<ssl>",
+            f"  certificate {zconfig_value(Path(self.certificate).absolute())}",
+            f"  key {zconfig_value(Path(self.key).absolute())}",
+            f"  authenticate {zconfig_value(Path(self.ca).absolute())}",
+        ]
+        if client:
+            lines.append(f"  server-hostname {zconfig_value(self.server_hostname)}")
+        lines.append("</ssl>")
+        return "\n".join(indent + line for line in lines)
+
+
 def clientstorage_section(
-    *, zeo_address: str, blob_dir: Path, server_sync: bool = True
+    *, zeo_address: str, blob_dir: Path, server_sync: bool = True, tls: ZeoTLS | None = None
 ) -> tuple[str, str]:
     """The ``%import`` and storage section of a ZEO client (see :func:`write_zope_conf`)."""
+    ssl = "\n" + tls.ssl_section(client=True, indent="    ") if tls else ""
     return (
         "ZEO",
         f"""\
@@ -35,7 +71,7 @@ def clientstorage_section(
     shared-blob-dir on
     cache-size 128MB
     wait-timeout 30
-    server-sync {"on" if server_sync else "off"}
+    server-sync {"on" if server_sync else "off"}{ssl}
   </clientstorage>""",
     )
 
@@ -76,6 +112,7 @@ def write_zope_conf(
     cache_size: int = 30000,
     cache_size_bytes: str = "256MB",
     server_sync: bool = True,
+    zeo_tls: ZeoTLS | None = None,
 ) -> Path:
     """Write a ``zope.conf`` for a ZEO or RelStorage client: WSGI instance and
     workers share it.
@@ -88,7 +125,8 @@ def write_zope_conf(
     The client waits for the server at startup (up to 30 s) and reconnects by
     itself when the server restarts. ``server_sync`` makes each transaction
     start with a round trip to the server so a worker sees what the web
-    request that queued its task has just committed.
+    request that queued its task has just committed. ``zeo_tls`` (this
+    client's certificate, see :class:`ZeoTLS`) talks to the server over TLS.
 
     With ``relstorage_dsn`` (a libpq connection string) instead of ``zeo_address``
     the database is RelStorage on PostgreSQL (:func:`relstorage_section`), and
@@ -111,7 +149,10 @@ def write_zope_conf(
         if blob_dir is None:
             raise ValueError("A ZEO client needs the server's blob_dir.")
         package, storage = clientstorage_section(
-            zeo_address=zeo_address, blob_dir=Path(blob_dir).absolute(), server_sync=server_sync
+            zeo_address=zeo_address,
+            blob_dir=Path(blob_dir).absolute(),
+            server_sync=server_sync,
+            tls=zeo_tls,
         )
     else:
         blob_cache = Path(blob_dir).absolute() if blob_dir else var_dir / "blobcache"
