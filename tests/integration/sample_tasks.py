@@ -170,3 +170,16 @@ def routed_slow_import(key, seconds):
     runs = _runs(api.portal.get())
     runs[key] = runs.get(key, 0) + 1
     return key
+
+
+@task()
+def report_steps(steps, seconds):
+    """Reports its progress after each of ``steps`` steps of ``seconds``."""
+    import time
+
+    from collective.plonecelery import report_progress
+
+    for done in range(1, steps + 1):
+        time.sleep(seconds)
+        report_progress(done, steps, message=f"step {done} of {steps}")
+    return steps

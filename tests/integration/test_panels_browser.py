@@ -161,6 +161,39 @@ def test_task_queue_panel_in_a_browser(harness, site_url, page):
     page.shot("3-retried")
 
 
+def test_a_task_progress_bar_follows_the_task(harness, site_url, page):
+    """The progress page of a task its user queued: the bar grows with report_progress()
+    and ends at 100 % when the task succeeds (the page polls, no reload)."""
+    with harness.session(user="admin"):
+        result = sample_tasks.report_steps.delay(5, 1.0)
+        transaction.commit()
+    page.goto(f"{site_url}/@@plonecelery-progress?task={result.id}")
+    box = page.locator("#plonecelery-progress")
+    seen = []
+    deadline = time.monotonic() + 90
+    while box.get_attribute("data-state") != "SUCCESS":
+        assert time.monotonic() < deadline, f"the bar never reached SUCCESS: {seen}"
+        text = box.locator(".progress-bar").inner_text()
+        if text not in seen:
+            seen.append(text)
+            if text not in ("0%", "100%") and len(seen) == 2:
+                page.shot("task-progress-running")
+        time.sleep(0.3)
+    assert result.get(timeout=30) == 5
+    assert box.locator(".progress-bar").inner_text() == "100%"
+    assert page.locator("#plonecelery-progress-message").inner_text() == "SUCCESS"
+    # Some steps in between were shown, in order: 20 %, 40 %, ... of the five.
+    between = [int(text.rstrip("%")) for text in seen if text not in ("0%", "100%")]
+    assert between and between == sorted(between) and set(between) <= {20, 40, 60, 80}, seen
+    page.shot("task-progress-done")
+
+
+def test_the_progress_page_without_a_task_says_so(site_url, page):
+    page.goto(f"{site_url}/@@plonecelery-progress?task=%3Cscript%3E")
+    assert "No task given" in page.locator("#content").inner_text()
+    assert page.locator("#plonecelery-progress").count() == 0
+
+
 def test_backfill_progress_grows_on_the_open_page(harness, site_url, page):
     from collective.plonecelery.devtools import demo_blog as blog
 
