@@ -172,7 +172,12 @@ def main(base_dir: Path, broker_url: str) -> dict:
     from collective.plonecelery.devtools.harness import WorkerHarness
 
     harness = WorkerHarness(
-        base_dir=base_dir, environment=environment, zeo_tls=(server_tls, client_tls)
+        base_dir=base_dir,
+        environment=environment,
+        zeo_tls=(server_tls, client_tls),
+        # A node name of its own: on RabbitMQ a second "celery@host" (the session's
+        # worker runs too) cannot take the exclusive remote-control queue and exits.
+        worker_args=("-l", "info", "-c", "1", "-P", "prefork", "-n", f"zeo-tls-{os.getpid()}@%h"),
     )
     report: dict = {}
     try:
