@@ -771,7 +771,10 @@ NOT_MEASURED = (
 )
 
 
-def goal(name, *, value, baseline, ratio, target: float, higher: bool, unit="") -> dict:
+def goal(name, *, value, baseline, target: float, higher: bool, unit="", ratio=None) -> dict:
+    """One line of the goal table; ``ratio`` is ``value / baseline`` unless given (the
+    throughput ratios come from the rounds, not from the two medians)."""
+    ratio = value / baseline if ratio is None else ratio
     met = ratio >= target if higher else ratio <= target
     return {
         "goal": name,
@@ -813,7 +816,6 @@ def goals(data: dict) -> list[dict]:
             "1. one-at-a-time round trip, read, p50",
             value=rt["read-on"]["p50_ms"],
             baseline=rt["plain"]["p50_ms"],
-            ratio=rt["read-on"]["p50_ms"] / rt["plain"]["p50_ms"],
             target=1.5,
             higher=False,
             unit="ms",
@@ -824,7 +826,6 @@ def goals(data: dict) -> list[dict]:
             "2. request side: 1 task in a commit, outbox on",
             value=commit["1-on"]["per_task_ms"],
             baseline=commit["plain"]["per_task_ms"],
-            ratio=commit["1-on"]["per_task_ms"] / commit["plain"]["per_task_ms"],
             target=1.3,
             higher=False,
             unit="ms",

@@ -41,6 +41,20 @@ def layers(request):
 
 
 @pytest.fixture
+def portal(layers):
+    """The eager functional layer's Plone site, set up and torn down around one test
+    (modules that need more, a folder or a workflow, define their own)."""
+    for layer in layers:
+        layer.testSetUp()
+    portal = layers[-1]["portal"]
+    try:
+        yield portal
+    finally:
+        for layer in reversed(layers):
+            layer.testTearDown()
+
+
+@pytest.fixture
 def db():
     """A real in-memory ZODB with the outbox and the worker registry in its root."""
     import ZODB

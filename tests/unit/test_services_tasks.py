@@ -43,18 +43,6 @@ def broken(context):
 
 
 @pytest.fixture
-def portal(layers):
-    for layer in layers:
-        layer.testSetUp()
-    portal = layers[-1]["portal"]
-    try:
-        yield portal
-    finally:
-        for layer in reversed(layers):
-            layer.testTearDown()
-
-
-@pytest.fixture
 def database_backend(portal, tmp_path, monkeypatch):
     """Celery's database result backend on a SQLite file (the add-on's default kind)."""
     monkeypatch.setitem(app.conf, "result_backend", f"db+sqlite:///{tmp_path}/results.sqlite")
