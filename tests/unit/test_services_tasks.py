@@ -23,6 +23,8 @@ from collective.plonecelery.blogs import deliveries
 from collective.plonecelery.progress import PROGRESS
 from collective.plonecelery.progress import owner_id
 from collective.plonecelery.progress import progress_meta
+from collective.plonecelery.taskids import is_owner
+from collective.plonecelery.taskids import owned_task_id
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -73,8 +75,9 @@ def test_one_task_for_its_user_and_managers_only(layers, portal, database_backen
     mine = owner.get(f"{API}/{task_id}", headers=JSON).json
     assert mine["state"] == "SUCCESS" and mine["result"] == {"steps": 3}
     assert mine["@id"].endswith(f"/@celery-tasks/{task_id}")
-    stored = database_backend.get_task_meta(owner_id(task_id))["result"]
-    assert stored == {"user": TEST_USER_ID, "site": "/plone", "task": counted.name}
+    # Whose task it is, is in its id: no owner record was written for it.
+    assert is_owner(task_id, user=TEST_USER_ID, site="/plone")
+    assert database_backend.get_task_meta(owner_id(task_id))["status"] == "PENDING"
 
     other = client(layers, auth=("other", "secret-other-1"))
     assert other.get(f"{API}/{task_id}", headers=JSON, status=404).json["type"] == "NotFound"
@@ -84,11 +87,41 @@ def test_one_task_for_its_user_and_managers_only(layers, portal, database_backen
     )
     manager = client(layers, auth=(SITE_OWNER_NAME, SITE_OWNER_PASSWORD))
     assert manager.get(f"{API}/{task_id}", headers=JSON).json["state"] == "SUCCESS"
-    # A task that never reported progress names no owner: only Managers see it.
+    # A task that never reported progress is its user's too, and nobody else's.
     quiet = queue_as(portal, TEST_USER_NAME, broken)
-    owner.get(f"{API}/{quiet}", headers=JSON, status=404)
-    failed = manager.get(f"{API}/{quiet}", headers=JSON).json
+    failed = owner.get(f"{API}/{quiet}", headers=JSON).json
     assert failed["state"] == "FAILURE" and "broken on purpose" in failed["error"]
+    assert manager.get(f"{API}/{quiet}", headers=JSON).json["state"] == "FAILURE"
+    other.get(f"{API}/{quiet}", headers=JSON, status=404)
+
+
+def test_a_task_id_chosen_by_the_caller_gets_its_owner_stored(layers, portal, database_backend):
+    login(portal, TEST_USER_NAME)
+    counted.apply_async((portal, 2), task_id="chosen-by-caller-1")
+    transaction.commit()
+    stored = database_backend.get_task_meta(owner_id("chosen-by-caller-1"))["result"]
+    assert stored == {"user": TEST_USER_ID, "site": "/plone", "task": counted.name}
+    owner = client(layers, auth=(TEST_USER_NAME, TEST_USER_PASSWORD))
+    assert owner.get(f"{API}/chosen-by-caller-1", headers=JSON).json["state"] == "SUCCESS"
+    # Without a progress report such a task names nobody: only Managers see it.
+    login(portal, TEST_USER_NAME)
+    broken.apply_async((portal,), task_id="chosen-by-caller-2")
+    transaction.commit()
+    owner.get(f"{API}/chosen-by-caller-2", headers=JSON, status=404)
+
+
+def test_owned_task_ids_name_one_user_in_one_site(portal):
+    task_id = owned_task_id(user="jane", site="/plone")
+    assert len(task_id) == 36 and task_id.count("-") == 4
+    assert is_owner(task_id, user="jane", site="/plone")
+    assert not is_owner(task_id, user="john", site="/plone")
+    assert not is_owner(task_id, user="jane", site="/other")
+    flipped = task_id[:-1] + ("0" if task_id[-1] != "0" else "1")
+    assert not is_owner(flipped, user="jane", site="/plone")
+    assert not is_owner("not-an-owned-id", user="jane", site="/plone")
+    # Anonymous gets a plain random id, which names nobody.
+    assert not is_owner(owned_task_id(user=None, site="/plone"), user="", site="/plone")
+    assert owned_task_id(user="jane", site="/plone") != task_id
 
 
 def test_progress_while_running(layers, portal, database_backend):

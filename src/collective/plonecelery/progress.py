@@ -13,9 +13,12 @@ Inside a task, call :func:`report_progress` as work gets done::
 The task's result in the result backend then has state ``PROGRESS`` and the meta
 ``{"done", "total", "percent", "message"}`` (Celery's ``update_state``), until the task
 ends and Celery stores its result. ``GET @celery-tasks/<id>`` shows it to the user who
-queued the task (and to Managers). The first report also stores, under ``<id>.owner``,
-who queued it and on which site: that is how the service knows whom to show the task to
-once it has ended. Tasks that never report progress cost nothing more.
+queued the task (and to Managers), whether or not the task reports progress.
+
+Whom to show a task to is in its id (:mod:`.taskids`): nothing is stored per task for
+it, in the request or in the worker. A task whose id was chosen by the caller
+(``task_id=``) has no such id: its first progress report stores, under ``<id>.owner``,
+who queued it and on which site.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import logging
 
 from celery import current_task
 from celery.backends.base import DisabledBackend
+
+from .taskids import is_owner
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +67,17 @@ def report_progress(done: int, total: int | None, message: str | None = None) ->
     if not getattr(request, "plonecelery_owner_stored", False):
         envelope = task.envelope() if hasattr(task, "envelope") else None
         envelope = envelope or {}
-        task.backend.store_result(
-            owner_id(task_id),
-            {"user": envelope.get("user"), "site": envelope.get("site"), "task": task.name},
-            "SUCCESS",
-        )
+        if not is_owner(task_id, user=envelope.get("user"), site=envelope.get("site") or ""):
+            _store_owner(task, task_id, envelope)
         request.plonecelery_owner_stored = True
     task.update_state(state=PROGRESS, meta=progress_meta(done, total, message))
     return True
+
+
+def _store_owner(task, task_id: str, envelope: dict) -> None:
+    """For an id that does not name its owner: who queued the task, beside its result."""
+    task.backend.store_result(
+        owner_id(task_id),
+        {"user": envelope.get("user"), "site": envelope.get("site"), "task": task.name},
+        "SUCCESS",
+    )

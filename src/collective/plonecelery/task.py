@@ -24,7 +24,6 @@ from typing import Any
 import transaction
 from celery import Task
 from celery.exceptions import Ignore
-from celery.utils import uuid
 
 from . import references
 from .app import app
@@ -36,6 +35,7 @@ from .dispatch import queue
 from .dispatch import send_all
 from .internals import wrote_only
 from .outbox import records as outbox
+from .taskids import owned_task_id
 from .worker.environment import zope_environment
 from .worker.process import get_db
 from .zodb import retryable_errors
@@ -126,9 +126,11 @@ class ZopeTask(Task):
             headers[HEADER] = self._envelope_for_queuing(site=site, run_as=run_as)
             args, kwargs = references.dump(args or (), kwargs or {})
         connection = self._queuing_connection(site)
+        envelope = headers[HEADER]
         message = Message(
             task=self,
-            task_id=options.pop("task_id", None) or uuid(),
+            task_id=options.pop("task_id", None)
+            or owned_task_id(user=envelope.get("user"), site=envelope.get("site")),
             args=list(args or ()),
             kwargs=dict(kwargs or {}),
             options={**options, "headers": headers},

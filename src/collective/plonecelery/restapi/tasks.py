@@ -4,7 +4,8 @@
 
     GET @celery-tasks?b_start=0&b_size=25&state=FAILURE&name=...   Managers: recent tasks
         {"items": [...], "items_total": n, "batching": {...}}       from the result backend
-    GET @celery-tasks/<task id>      the user who queued it, and Managers (others: 404)
+    GET @celery-tasks/<task id>      the user who queued it, and Managers (others: 404;
+        whose task it is, is in its id: see :mod:`..progress`)
         {"task_id", "state", "progress": {"done", "total", "percent", "message"}|null,
          "result", "error", "date_done"}
     GET @celery-backfills[?source=<id>]   Managers: {"items": [{"source_id", "run", "pages",
@@ -31,6 +32,7 @@ from ..blogs import backfills
 from ..exceptions import ServiceError
 from ..operations import recent_tasks
 from ..progress import owner_id
+from ..taskids import is_owner
 from .service import ManagerService
 
 #: Default and largest page of the listing (plone.restapi's default page is 25 too).
@@ -57,12 +59,10 @@ class TasksGet(ManagerService):
             raise ServiceError(404, "NotFound", f"No task {task_id!r} here.")
         backend = app.backend
         if not manager:
-            owner = backend.get_task_meta(owner_id(task_id)).get("result")
             user = api.user.get_current().getId()
             site = "/".join(self.context.getPhysicalPath())
-            if not isinstance(owner, dict) or (owner.get("user"), owner.get("site")) != (
-                user,
-                site,
+            if not is_owner(task_id, user=user, site=site) and not self.stored_owner_is(
+                task_id, user=user, site=site
             ):
                 # 404, not 403: whether a task of someone else exists is not ours to say.
                 raise ServiceError(404, "NotFound", f"No task {task_id!r} of yours here.")
@@ -71,6 +71,12 @@ class TasksGet(ManagerService):
             "@id": f"{self.context.absolute_url()}/@celery-tasks/{task_id}",
             **recent_tasks.task_data(task_id, meta),
         }
+
+    @staticmethod
+    def stored_owner_is(task_id: str, *, user: str, site: str) -> bool:
+        """For ids chosen by the caller: the owner record of the first progress report."""
+        owner = app.backend.get_task_meta(owner_id(task_id)).get("result")
+        return isinstance(owner, dict) and (owner.get("user"), owner.get("site")) == (user, site)
 
     def listing(self) -> dict:
         form = self.request.form
