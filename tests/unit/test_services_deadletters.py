@@ -15,6 +15,8 @@ from test_services_sources import client
 from collective.plonecelery import deadletters
 from collective.plonecelery import task
 from collective.plonecelery.dispatch import HEADER
+from collective.plonecelery.operations.status import outbox_status
+from collective.plonecelery.outbox import records as outbox
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -91,3 +93,30 @@ def test_purge_all_and_who_may(layers, portal):
     assert manager.post(f"{API}/purge", headers={"Accept": "application/json"}).json == {
         "removed": 2
     }
+
+
+def test_a_retried_dead_letter_no_longer_counts_as_a_failed_outbox_record(layers, portal):
+    connection = portal._p_jar
+    ref = outbox.add(
+        connection, task_name=flaky.name, task_id="t-3", args=["three"], kwargs={}, options={}
+    )
+    outbox.mark_failed(connection, ref)
+    deadletters.add(
+        connection,
+        deadletters.DeadLetter(
+            task_id="t-3",
+            task_name=flaky.name,
+            args=["three"],
+            site="/plone",
+            user=SITE_OWNER_NAME,
+            headers={"site": "/plone", "user": SITE_OWNER_NAME, "outbox": ref.to_json()},
+            error="RuntimeError: boom",
+        ),
+    )
+    transaction.commit()
+    assert outbox_status(connection, now=0)["failed"] == 1
+    manager = client(layers, auth=(SITE_OWNER_NAME, SITE_OWNER_PASSWORD))
+    manager.post(f"{API}/t-3/retry", headers={"Accept": "application/json"})
+    connection.sync()
+    counted = outbox_status(connection, now=0)
+    assert (counted["failed"], counted["retried"]) == (0, 1)

@@ -23,6 +23,7 @@ from ZODB.POSException import ConflictError
 from .dispatch import HEADER
 from .dispatch import Message
 from .outbox import records as outbox
+from .taskids import owned_task_id
 from .zodb import own_connection
 from .zodb import root_object
 
@@ -109,8 +110,6 @@ def retry(connection, task_id: str, *, app) -> str:
 
     The dead letter is removed in the current transaction: commit it.
     """
-    from celery.utils import uuid
-
     letter = get(connection, task_id)
     task = app.tasks.get(letter.task_name)
     if task is None or not hasattr(task, "send_message"):
@@ -119,7 +118,8 @@ def retry(connection, task_id: str, *, app) -> str:
             "(CELERY_IMPORTS or a plonecelery.tasks entry point) and try again."
         )
     envelope = {key: value for key, value in dict(letter.headers).items() if key != "outbox"}
-    new_id = uuid()
+    # Still the queuing user's task: @celery-tasks/<id> shows it to them.
+    new_id = owned_task_id(user=envelope.get("user"), site=envelope.get("site"))
     task.send_message(
         Message(
             task=task,
@@ -129,6 +129,9 @@ def retry(connection, task_id: str, *, app) -> str:
             options={"headers": {HEADER: envelope}},
         )
     )
+    ref = dict(letter.headers).get("outbox")
+    if ref:
+        outbox.mark_retried(connection, outbox.RecordRef.from_json(ref))
     del _letters(connection)[task_id]
     logger.info("Dead letter %s (%s) queued again as %s", task_id, letter.task_name, new_id)
     return new_id

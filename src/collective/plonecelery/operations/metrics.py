@@ -55,7 +55,7 @@ def render(status: dict) -> bytes:
         labelnames=("state",),
         registry=registry,
     )
-    for state in ("pending", "done", "failed"):
+    for state in ("pending", "done", "failed", "retried"):
         records.labels(state=state).set(outbox[state])
     gauge(
         "plonecelery_outbox_oldest_pending_seconds",

@@ -78,7 +78,7 @@ def _queue_length(connection, name: str) -> dict:
 
 def outbox_status(connection, *, now: float) -> dict:
     box = records.get_outbox(connection, create=False)
-    counts = {records.PENDING: 0, records.DONE: 0, records.FAILED: 0}
+    counts = {records.PENDING: 0, records.DONE: 0, records.FAILED: 0, records.RETRIED: 0}
     oldest = None
     # One walk for the counts and the oldest pending record: this runs on every scrape.
     for _, record in records.iter_records(box) if box is not None else ():
@@ -90,6 +90,7 @@ def outbox_status(connection, *, now: float) -> dict:
         "pending": counts[records.PENDING],
         "done": counts[records.DONE],
         "failed": counts[records.FAILED],
+        "retried": counts[records.RETRIED],
         "oldest_pending_age": None if oldest is None else round(now - oldest, 1),
         "last_relay_run": last_run,
         "last_relay_run_age": None if last_run is None else round(now - last_run, 1),

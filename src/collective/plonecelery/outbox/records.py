@@ -35,6 +35,8 @@ from ..zodb import writer_id
 
 ROOT_KEY = "collective.plonecelery.outbox"
 PENDING, DONE, FAILED = "pending", "done", "failed"
+#: A failed record whose dead letter was queued again (as a new task): no longer "failed".
+RETRIED = "retried"
 RELAY_BATCH = 500
 
 
@@ -163,6 +165,13 @@ def mark_failed(connection, ref: RecordRef) -> None:
     if record is not None and record.state == PENDING:
         record.state = FAILED
         record.finished = time.time()
+
+
+def mark_retried(connection, ref: RecordRef) -> None:
+    """Its dead letter was queued again: the record no longer counts as failed."""
+    record = find(connection, ref)
+    if record is not None and record.state == FAILED:
+        record.state = RETRIED
 
 
 def iter_records(outbox: Outbox) -> Iterator[tuple[str, OutboxRecord]]:
