@@ -273,3 +273,16 @@ def test_10000_finished_tasks_are_paged_not_loaded(layers, portal, database_back
     assert reads
     for sql in reads:
         assert "count(" in sql or "LIMIT" in sql, sql
+
+
+def test_the_listing_says_who_queued_a_task_where_and_how_long_it_ran(
+    layers, portal, database_backend
+):
+    task_id = queue_as(portal, TEST_USER_NAME, counted, 2)
+    manager = client(layers, auth=(SITE_OWNER_NAME, SITE_OWNER_PASSWORD))
+    listed = manager.get(API, headers=JSON).json["items"]
+    item = next(item for item in listed if item["task_id"] == task_id)
+    assert (item["user"], item["site"], item["name"]) == (TEST_USER_ID, "/plone", counted.name)
+    assert item["started"] <= item["date_done"] and 0 <= item["duration"] < 60
+    one = manager.get(f"{API}/{task_id}", headers=JSON).json
+    assert one["user"] == TEST_USER_ID and one["duration"] == item["duration"]

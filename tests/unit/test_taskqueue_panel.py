@@ -7,6 +7,7 @@ import time
 
 import pytest
 import transaction
+from celery.app.task import Context
 from plone import api
 from plone.app.testing import SITE_OWNER_NAME
 from plone.app.testing import SITE_OWNER_PASSWORD
@@ -19,6 +20,7 @@ from collective.plonecelery import task
 from collective.plonecelery.controlpanel.taskqueue import age
 from collective.plonecelery.controlpanel.taskqueue import local_time
 from collective.plonecelery.dispatch import HEADER
+from collective.plonecelery.dispatch import RESULT_STAMP
 from collective.plonecelery.worker import presence
 
 pytestmark = pytest.mark.timeout(300)
@@ -207,13 +209,22 @@ def test_recent_tasks_filtered_by_state_and_name(manager, portal, tmp_path, monk
     monkeypatch.setitem(app.conf, "result_backend", f"db+sqlite:///{tmp_path}/results.sqlite")
     monkeypatch.setattr(app, "_backend_cache", None)
     monkeypatch.setattr(app._local, "backend", None, raising=False)
-    app.backend.store_result("ok-1", 1, "SUCCESS")
+    # What a Zope task stamps on its result as it starts (task.ZopeTask._stamp_result).
+    run = {"user": "jane", "site": "/plone", "queued": time.time() - 5, "started": time.time() - 2}
+    stamped = Context(task="sample", stamped_headers=[RESULT_STAMP], stamps={RESULT_STAMP: run})
+    app.backend.store_result("ok-1", 1, "SUCCESS", request=stamped)
     app.backend.store_result("bad-1", RuntimeError("went wrong"), "FAILURE")
     section = manager.get(PANEL).html.find(id="recent-tasks")
     assert [row["data-task-id"] for row in section.find_all(class_="recent-task")] == [
         "bad-1",
         "ok-1",
     ]
+    ok = section.find(attrs={"data-task-id": "ok-1"})
+    assert ok.find(class_="recent-task-user").text.split() == ["jane", "/plone"]
+    times = " ".join(ok.find(class_="recent-task-times").text.split())
+    assert "queued" in times and "started" in times and "finished" in times
+    took = float(times.split("took ")[1].split(" s")[0])
+    assert 1.5 < took < 60
     failed = manager.get(f"{PANEL}?state=FAILURE").html.find(id="recent-tasks")
     [row] = failed.find_all(class_="recent-task")
     assert "RuntimeError: went wrong" in row.text and "UTC" in row.text

@@ -33,6 +33,8 @@ _broker = SimpleNamespace(unavailable_until=0.0)  # process-wide, like the broke
 
 #: The message header that carries the site, the user and the outbox record.
 HEADER = "plonecelery"
+#: The Celery stamp a running task adds to its stored result: user, site, queued, started.
+RESULT_STAMP = "plonecelery_run"
 
 
 @dataclass

@@ -30,6 +30,7 @@ from .app import app
 from .config import addon_settings
 from .deadletters import record_failure
 from .dispatch import HEADER
+from .dispatch import RESULT_STAMP
 from .dispatch import Message
 from .dispatch import queue
 from .dispatch import send_all
@@ -213,6 +214,7 @@ class ZopeTask(Task):
         if envelope is None:
             # Called directly (``reindex(obj)``): plain function call, here.
             return self.run(*args, **kwargs)
+        self._stamp_result(envelope)
         retryable = retryable_errors()
         try:
             with zope_environment(
@@ -234,6 +236,29 @@ class ZopeTask(Task):
                 return result
         except retryable as exc:
             raise self._retry_after_conflict(exc, envelope) from exc
+
+    def _stamp_result(self, envelope: dict) -> None:
+        """Who queued the call, where, when, and when it started, into its stored result.
+
+        As a Celery stamp of the running request: Celery's extended results store stamps
+        with the result (a column of the database backend, a key in Redis), so the
+        task listing shows them without a write of its own.
+        """
+        request = self.request
+        ref = envelope.get("outbox")
+        stamped = list(request.stamped_headers or ())
+        if RESULT_STAMP not in stamped:
+            stamped.append(RESULT_STAMP)
+        request.stamped_headers = stamped
+        request.stamps = {
+            **(request.stamps or {}),
+            RESULT_STAMP: {
+                "user": envelope.get("user"),
+                "site": envelope.get("site"),
+                "queued": ref[1] if ref else None,
+                "started": time.time(),
+            },
+        }
 
     def _only_claim_written(self, connection, record) -> bool:
         stores_result = bool(self.app.conf.result_backend) and not (

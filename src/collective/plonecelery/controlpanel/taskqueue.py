@@ -157,10 +157,15 @@ class TaskQueueControlPanel(BrowserView):
             return {"supported": False, "tasks": [], "total": 0, "error": None}
         items, total = found
         for item in items:
-            done = item["date_done"] and datetime.fromisoformat(item["date_done"])
-            if done and done.tzinfo is None:
-                done = done.replace(tzinfo=UTC)  # Celery stores UTC without saying so
-            item["done_local"] = local_time(done.timestamp(), self.tz) if done else ""
+            for key, shown in (
+                ("date_done", "done_local"),
+                ("queued", "queued_local"),
+                ("started", "started_local"),
+            ):
+                when = item.get(key) and datetime.fromisoformat(item[key])
+                if when and when.tzinfo is None:
+                    when = when.replace(tzinfo=UTC)  # Celery stores UTC without saying so
+                item[shown] = local_time(when.timestamp(), self.tz) if when else ""
         return {"supported": True, "tasks": items, "total": total, "error": None}
 
     def task_states(self) -> tuple[str, ...]:
