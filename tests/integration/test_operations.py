@@ -104,3 +104,23 @@ def test_status_and_panel_answer_quickly_with_the_broker_down(admin, broker_prox
     assert panel.status_code == 200, panel.text[-2000:]
     assert panel_took < 2.0, f"the Task queue panel took {panel_took:.2f}s with the broker down"
     print(f"broker down: @celery-status {took:.2f} s, Task queue panel {panel_took:.2f} s")
+
+
+def test_recent_tasks_list_a_worker_run_task_with_its_user_and_times(harness, admin):
+    # Redis run: the add-on's Redis backend and its index; the others: the database backend.
+    key = f"recent-{uuid.uuid4().hex[:6]}"
+    with harness.session(user="admin"):
+        result = sample_tasks.count_run.delay(key, 0.2)
+        transaction.commit()
+    assert result.get(timeout=120) == key
+    response = admin.get(
+        "++api++/@celery-tasks",
+        params={"name": sample_tasks.count_run.name, "b_size": 50},
+        headers={"Accept": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    [item] = [item for item in response.json()["items"] if item["task_id"] == result.id]
+    assert (item["state"], item["user"], item["site"]) == ("SUCCESS", "admin", harness.site_path)
+    assert item["queued"] <= item["started"] <= item["date_done"].replace(" ", "T")
+    assert 0.2 <= item["duration"] < 60
+    print(f"\nrecent tasks on {BROKER}: {result.id} took {item['duration']} s")

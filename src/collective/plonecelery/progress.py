@@ -28,14 +28,13 @@ import logging
 from celery import current_task
 from celery.backends.base import DisabledBackend
 
+from .results import OWNER_SUFFIX
 from .taskids import is_owner
 
 logger = logging.getLogger(__name__)
 
 #: The state of a task that reported progress and has not ended.
 PROGRESS = "PROGRESS"
-#: Appended to a task id: the result-backend entry that names who queued the task.
-OWNER_SUFFIX = ".owner"
 
 
 def owner_id(task_id: str) -> str:

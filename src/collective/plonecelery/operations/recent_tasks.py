@@ -1,9 +1,15 @@
 """Recent tasks from the result backend, a page at a time.
 
-The paging happens in the database (``LIMIT``/``OFFSET`` on Celery's result table, newest
-first), so a backend holding 10,000 results never loads them whole. Only Celery's
-database result backend (``db+...``) keeps an order to page by: :func:`page` returns
-``None`` for the others (Redis and other key-value stores).
+Two backends keep an order to page by, and neither loads 10,000 results to show 25:
+
+- Celery's database result backend (``db+...``, the add-on's default): ``LIMIT``/
+  ``OFFSET`` on Celery's result table, newest first;
+- the add-on's Redis result backend (:mod:`..results`): the sorted set of task ids it
+  keeps, newest first, and one ``MGET`` for the page. With a filter by state or name the
+  index is read newest first in chunks until :data:`FILTER_SCAN_LIMIT` ids have been
+  looked at: the total is then the number of matches among those.
+
+:func:`page` returns ``None`` for other backends.
 
 >>> items, total = page(app, start=0, size=25, state="FAILURE")  # doctest: +SKIP
 """
@@ -19,6 +25,7 @@ from celery import states
 from ..dispatch import RESULT_STAMP
 from ..progress import OWNER_SUFFIX
 from ..progress import PROGRESS
+from ..results import RedisBackend
 
 
 def _json_safe(value):
@@ -89,16 +96,56 @@ def task_data(task_id: str, meta: dict) -> dict:
     return data
 
 
+#: With a filter, how many of the newest ids of the Redis index are looked at, at most.
+FILTER_SCAN_LIMIT = 20_000
+#: Ids read from the Redis index per round trip while filtering.
+SCAN_CHUNK = 500
+
+
 def page(app, *, start: int, size: int, state: str | None = None, name: str | None = None):
     """``(items, total)`` of the tasks matching ``state`` and ``name``, newest first;
     ``None`` when the result backend cannot page. ``ValueError`` for a name filter
     without Celery's extended results (no names stored then)."""
     from celery.backends.database import DatabaseBackend
-    from celery.backends.database import session_cleanup
 
     backend = app.backend
+    if isinstance(backend, RedisBackend):
+        return _redis_page(backend, start=start, size=size, state=state, name=name)
     if not isinstance(backend, DatabaseBackend):
         return None
+    return _database_page(backend, start=start, size=size, state=state, name=name)
+
+
+def _redis_page(backend, *, start: int, size: int, state: str | None, name: str | None):
+    if name and not backend.app.conf.result_extended:
+        raise ValueError("filtering by task name needs Celery's result_extended setting")
+    if not state and not name:
+        task_ids = backend.recent(start, start + size - 1)
+        metas = backend.metas(task_ids)
+        items = [
+            task_data(task_id, meta) for task_id, meta in zip(task_ids, metas, strict=True) if meta
+        ]
+        return items, backend.indexed()
+    wanted = state.upper() if state else None
+    items, matched = [], 0
+    for offset in range(0, FILTER_SCAN_LIMIT, SCAN_CHUNK):
+        task_ids = backend.recent(offset, offset + SCAN_CHUNK - 1)
+        for task_id, meta in zip(task_ids, backend.metas(task_ids), strict=True):
+            if not meta or (wanted and meta.get("status") != wanted):
+                continue
+            if name and meta.get("name") != name:
+                continue
+            if start <= matched < start + size:
+                items.append(task_data(task_id, meta))
+            matched += 1
+        if len(task_ids) < SCAN_CHUNK:
+            break
+    return items, matched
+
+
+def _database_page(backend, *, start: int, size: int, state: str | None, name: str | None):
+    from celery.backends.database import session_cleanup
+
     model = backend.task_cls
     if name and not hasattr(model, "name"):
         raise ValueError("filtering by task name needs Celery's result_extended setting")

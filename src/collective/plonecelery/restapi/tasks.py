@@ -11,11 +11,10 @@
     GET @celery-backfills[?source=<id>]   Managers: {"items": [{"source_id", "run", "pages",
         "total", "done", "failed", "running", "started", "updated"}]}
 
-The listing (:mod:`..operations.recent_tasks`) pages in the database (SQL ``LIMIT``/
-``OFFSET``, newest first), so a backend holding 10,000 results never loads them whole;
-it needs Celery's database result backend (``db+...``, the add-on's default). Key-value
-backends (Redis and others) keep no order to page by: there the listing answers 501
-``NotSupported``, ``@celery-tasks/<id>`` works.
+The listing (:mod:`..operations.recent_tasks`) pages newest first in the database (SQL
+``LIMIT``/``OFFSET``) or in the add-on's Redis backend's index of task ids, so a backend
+holding 10,000 results never loads them whole. Other backends keep no order to page by:
+there the listing answers 501 ``NotSupported``, ``@celery-tasks/<id>`` works.
 Filtering by task name needs Celery's extended results (``result_extended``, on by default
 in the add-on's configuration).
 """
@@ -92,7 +91,8 @@ class TasksGet(ManagerService):
             raise ServiceError(
                 501,
                 "NotSupported",
-                f"Listing tasks needs Celery's database result backend (db+...); this site "
+                "Listing tasks needs Celery's database result backend (db+...) or Redis "
+                f"(redis://); this site "
                 f"uses {type(app.backend).__name__}. GET @celery-tasks/<task id> works on it.",
             )
         items, total = found
