@@ -79,6 +79,18 @@ setup(
             "playwright",
             # Flower against the test brokers (tests/integration/test_flower.py).
             "flower",
+            # The tracing test (tests/integration/test_tracing.py): the "tracing" extra.
+            "opentelemetry-api",
+            "opentelemetry-sdk",
+            "opentelemetry-instrumentation-celery",
+            "opentelemetry-exporter-otlp-proto-http",
+        ],
+        # OpenTelemetry traces from the queuing request to the task's run (tracing.py).
+        "tracing": [
+            "opentelemetry-api",
+            "opentelemetry-sdk",
+            "opentelemetry-instrumentation-celery",
+            "opentelemetry-exporter-otlp-proto-http",
         ],
         "docs": ["Sphinx"],
     },

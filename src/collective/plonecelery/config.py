@@ -313,6 +313,10 @@ class AddonSettings:
     #: How often each worker asks for a run of the blog sources' schedule (seconds; 0 turns
     #: scheduled re-syncs and feed polling off). See blogs/importer/schedule.py.
     blog_schedule_interval: float = 60.0
+    #: OpenTelemetry traces from request to task run, where opentelemetry-instrumentation-
+    #: celery is installed (the ``tracing`` extra) and OpenTelemetry is configured; false
+    #: turns them off even then. See tracing.py.
+    tracing: bool = True
 
 
 def addon_settings(environ: Mapping[str, str] | None = None) -> AddonSettings:

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 
 from celery import signals
 
+from .. import tracing
 from ..config import addon_settings
 from ..config import own_variables
 from ..internals import sqlalchemy_broker_engines
@@ -217,6 +218,8 @@ class ZopeFixup:
         # A fresh pool process after the fork: its own ZODB, never the parent's.
         if self.ours and os.getpid() != self.main_pid:
             forget_inherited_broker_connections()
+        if self.ours:
+            tracing.enable()  # after the fork, as OpenTelemetry's span processors need
         if self.ours and zope_booted():
             db = open_db()
             # The solo pool sends this signal too, in the main process: see on_worker_ready.
