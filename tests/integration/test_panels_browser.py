@@ -199,7 +199,9 @@ def test_backfill_progress_grows_on_the_open_page(harness, site_url, page):
 
     server = blog.serve(host="127.0.0.1", port=0)
     try:
-        server.blog.add_posts(20, prefix=f"bf{uuid.uuid4().hex[:4]}")
+        # The 50 posts: the demo blog's own published posts, and as many more.
+        published = len([p for p in server.blog.list_all() if p["status"] == "published"])
+        server.blog.add_posts(50 - published, prefix=f"bf{uuid.uuid4().hex[:4]}")
         settings = blog.source_settings(
             blog_url=server.url,
             secret="demo-secret",
@@ -210,6 +212,7 @@ def test_backfill_progress_grows_on_the_open_page(harness, site_url, page):
             config = storage.add_source(storage.config_from_data(settings), portal=portal)
             transaction.commit()
         total = len([p for p in server.blog.list_all() if p["status"] == "published"])
+        assert total == 50
 
         # The panel is open before the backfill starts; a second tab starts it.
         page.goto(f"{site_url}/@@plonecelery-taskqueue")
