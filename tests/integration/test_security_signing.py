@@ -2,7 +2,11 @@
 with CELERY_SECURITY_* set, messages queued by Plone code or published by hand.
 
 The session's regular (unsigned) worker is stopped for this module, so that only the signing
-worker consumes and relays. Needs a TCP broker (Redis, RabbitMQ): skipped on the SQLite run.
+worker consumes and relays. It accepts nothing but ``auth`` content (``only_signed`` shows
+it refusing an unsigned message), so every message it runs was signed: the tests below run
+one down each send path (Plone code, the outbox relay, a conflict retry, a dead-letter
+retry, the worker's periodic ticks, Celery beat, ``group()``). Needs a TCP broker (Redis,
+RabbitMQ): skipped on the SQLite run.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from celery.security.certificate import FSCertStore
 from celery.security.key import PrivateKey
 from celery.security.serialization import SecureSerializer
 from conftest import BROKER
+from conftest import plonecelery_cli
 from kombu import Connection
 from kombu import Exchange
 from kombu import Queue
@@ -27,6 +32,7 @@ from kombu.utils.json import dumps as json_dumps
 from collective.plonecelery import keys
 from collective.plonecelery.app import app
 from collective.plonecelery.devtools import instance
+from collective.plonecelery.devtools.instance.processes import spawn
 from collective.plonecelery.dispatch import PendingMessages
 
 pytestmark = [
@@ -283,6 +289,169 @@ def test_plone_code_queues_signed_tasks_and_the_relay_signs_too(
     assert done[relayed] == "admin:False"
     log = signing_worker.read_text(errors="replace")
     assert "Outbox relay sent" in log
+
+
+# -- every other send path (issue 9): each message below runs on a worker that accepts
+# nothing but signed ('auth') content, so it ran only because its sender signed it.
+
+
+def log_mark(log: Path) -> int:
+    return log.stat().st_size
+
+
+def log_since(log: Path, mark: int) -> str:
+    with open(log, "rb") as file:
+        file.seek(mark)
+        return file.read().decode(errors="replace")
+
+
+def assert_nothing_refused(text: str) -> None:
+    assert "Refusing" not in text, [line for line in text.splitlines() if "Refusing" in line]
+
+
+@pytest.fixture(scope="module")
+def only_signed(harness, signing_worker):
+    """The signing worker refuses an unsigned message (and never runs it): what makes the
+    tests below proof that their messages were signed."""
+    key = f"only-signed-{RUN}"
+    mark = log_mark(signing_worker)
+    headers, body = message(key, envelope(harness))
+    publish(harness, headers, json_dumps(body), content_type="application/json")
+    wait_for(
+        lambda: (
+            "Refusing to deserialize untrusted content of type json"
+            in log_since(signing_worker, mark)
+        ),
+        what="the unsigned message refused",
+    )
+    assert key not in runs(harness)
+    return signing_worker
+
+
+def test_a_conflict_retry_is_signed_by_the_worker(harness, only_signed, signing_here):
+    from sample_tasks import conflict_then_succeed
+
+    mark = log_mark(only_signed)
+    with harness.session(user="admin") as portal:
+        # Raises ConflictError once: the worker's retry message carries the second attempt.
+        result = conflict_then_succeed.apply_async((portal, f"retried-{RUN}", 1), queue=QUEUE)
+        transaction.commit()
+    assert result.get(timeout=60) == 1  # request.retries of the attempt that succeeded
+    log = log_since(only_signed, mark)
+    assert "hit ConflictError" in log and "retry 1 of 3" in log
+    assert_nothing_refused(log)
+
+
+def test_a_dead_letter_retried_from_the_command_line_is_signed(
+    harness, only_signed, signing_here, pki, monkeypatch
+):
+    from sample_tasks import fail_unless_flag
+
+    from collective.plonecelery import deadletters
+
+    key = f"dead-letter-{RUN}"
+    with harness.session(user="admin"):
+        failed = fail_unless_flag.apply_async((key,), queue=QUEUE)
+        transaction.commit()
+
+    def letter():
+        with harness.session(user="admin") as portal:
+            try:
+                return deadletters.get(portal._p_jar, failed.id)
+            except KeyError:
+                return None
+
+    wait_for(letter, what="the dead letter")
+    with harness.session(user="admin") as portal:
+        portal._plonecelery_test_flag = True
+        transaction.commit()
+    mark = log_mark(only_signed)
+    try:
+        # `plonecelery deadletters retry` signs with the key of its own environment (the
+        # REST API's and the control panel's retries call the same deadletters.retry()).
+        for name, value in pki["A"].items():
+            monkeypatch.setenv(name, value)
+        output = plonecelery_cli(harness, "deadletters", "retry", failed.id)
+        new_id = output.strip().rsplit(" ", 1)[-1]
+        assert fail_unless_flag.AsyncResult(new_id).get(timeout=60) == key
+    finally:
+        with harness.session(user="admin") as portal:
+            portal._plonecelery_test_flag = False
+            transaction.commit()
+    assert runs(harness)[key] == 1
+    assert_nothing_refused(log_since(only_signed, mark))
+
+
+def test_the_workers_periodic_ticks_are_signed(harness, only_signed):
+    """The relay's and the blog schedule's requests, queued by the worker's own timer."""
+    mark = log_mark(only_signed)
+    names = (
+        "collective.plonecelery.outbox.relay_outbox",
+        "collective.plonecelery.importer.due_sources",
+    )
+
+    def ran(log, name):
+        return any(f"Task {name}[" in line and "succeeded in" in line for line in log.splitlines())
+
+    def both_ran():
+        log = log_since(only_signed, mark)
+        return all(ran(log, name) for name in names) and log
+
+    # Every second and every 5 s here (conftest.py).
+    log = wait_for(both_ran, timeout=30, what="a relay tick and a blog schedule tick")
+    assert "Could not queue" not in log
+    assert_nothing_refused(log)
+
+
+def test_celery_beat_sends_signed(harness, only_signed, pki, tmp_path):
+    """``plonecelery beat``, with a schedule entry for a Zope task (docs/tasks.rst)."""
+    key = f"beat-{RUN}"
+    schedule = {
+        f"signed-{RUN}": {
+            "task": "sample_tasks.record_user",
+            "schedule": 1.0,
+            "args": [key],
+            "options": {"site": harness.site_path, "queue": QUEUE, "run_as": "admin"},
+        }
+    }
+    env = {**os.environ, **harness.environment, **harness.worker_env, **pki["A"]}
+    env["CELERY_BEAT_SCHEDULE"] = json_dumps(schedule)
+    log = harness.log_dir / f"beat-{RUN}.log"
+    mark = log_mark(only_signed)
+    beat = spawn(
+        [
+            instance.bin_path("plonecelery"),
+            "--zope-conf", harness.zope_conf,
+            "beat", "-l", "info",
+            "-s", tmp_path / "beat-schedule",
+            "--pidfile", tmp_path / "beat.pid",
+        ],
+        env=env,
+        log_file=log,
+    )  # fmt: skip
+    try:
+        done = wait_for(lambda: key in runs(harness) and runs(harness), what="a beat run")
+    finally:
+        instance.stop_process(beat)
+    assert done[key] == "admin:False"
+    assert "Scheduler: Sending due task" in log.read_text(errors="replace")
+    assert_nothing_refused(log_since(only_signed, mark))
+
+
+def test_a_group_of_zope_tasks_is_signed(harness, only_signed, signing_here):
+    from celery import group
+    from sample_tasks import record_user
+
+    keys_ = [f"group-{index}-{RUN}" for index in range(3)]
+    mark = log_mark(only_signed)
+    with harness.session(user="admin"):
+        # Sent at once, each member with a producer (docs/known-issues.rst): no outbox.
+        result = group(record_user.s(key) for key in keys_).apply_async(queue=QUEUE)
+        transaction.commit()
+    assert sorted(result.get(timeout=60)) == sorted(keys_)
+    done = runs(harness)
+    assert [done[key] for key in keys_] == ["admin:False"] * 3
+    assert_nothing_refused(log_since(only_signed, mark))
 
 
 def test_require_signing_stops_a_worker_without_it(harness):

@@ -33,7 +33,8 @@ def check_broker_tls(settings: dict, *, timeout: float = 10.0) -> None:
 
     connection = Connection(
         settings["broker_url"],
-        ssl=settings.get("broker_use_ssl") or None,
+        # A copy: kombu writes server_hostname into the dict it is given.
+        ssl=_copy(settings.get("broker_use_ssl")) or None,
         connect_timeout=timeout,
         transport_options=settings.get("broker_transport_options") or {},
     )
@@ -42,13 +43,29 @@ def check_broker_tls(settings: dict, *, timeout: float = 10.0) -> None:
     except Exception as exc:
         if _is_tls_error(exc):
             raise ConfigurationError(
-                f"TLS to the broker failed: {_reason(exc)}. Check the CA and certificates in "
-                "CELERY_BROKER_USE_SSL (ssl_ca_certs, ssl_certfile, ssl_keyfile) or the "
-                "rediss:// URL's query string."
+                f"TLS to the broker failed: {_reason(exc)}. {_hint(settings)}"
             ) from None
         logger.info("Broker not reachable yet (%s); the worker keeps retrying", exc)
     finally:
         connection.release()
+
+
+def _copy(options):
+    return dict(options) if isinstance(options, dict) else options
+
+
+def _hint(settings: dict) -> str:
+    """What to check, in the option names of the broker's client library."""
+    scheme = str(settings.get("broker_url") or "").split(":", 1)[0].split("+")[-1]
+    if scheme in ("amqp", "amqps", "pyamqp"):
+        return (
+            "Check ca_certs in CELERY_BROKER_USE_SSL (and certfile, keyfile, "
+            "server_hostname; py-amqp takes Python's ssl names)."
+        )
+    return (
+        "Check the CA and certificates in CELERY_BROKER_USE_SSL (ssl_ca_certs, "
+        "ssl_certfile, ssl_keyfile) or the rediss:// URL's query string."
+    )
 
 
 def _is_tls_error(exc: BaseException) -> bool:
