@@ -5,11 +5,13 @@ Runs once per broker (PLONECELERY_TEST_BROKER=sqlite|redis|amqp, see Makefile).
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
 import sample_tasks
 import transaction
+from conftest import BROKER
 from plone import api
 
 pytestmark = pytest.mark.timeout(300)
@@ -226,3 +228,47 @@ def test_zeo_restart_does_not_need_a_worker_restart(harness):
     assert harness.worker.pid == worker_pid and harness.worker.poll() is None
     with harness.session() as portal:
         assert doc_id in portal
+
+
+def recorded(harness, *keys) -> dict:
+    with harness.session() as portal:
+        runs = getattr(portal, "_plonecelery_test_runs", {})
+        return {key: runs.get(key) for key in keys}
+
+
+@pytest.mark.skipif(BROKER != "sqlite", reason="Celery's canvas does not depend on the broker")
+def test_a_chain_and_a_link_callback_run_in_the_site_as_the_queuing_user(harness, member):
+    first, second, callback = new_id("chain1"), new_id("chain2"), new_id("linked")
+    with harness.session(user=member):
+        chained = (sample_tasks.record_user.si(first) | sample_tasks.record_user.si(second))()
+        linked = sample_tasks.record_user.apply_async(
+            (new_id("head"),), link=sample_tasks.record_user.si(callback)
+        )
+        transaction.commit()
+    assert chained.get(timeout=TIMEOUT) == second
+    assert chained.parent.get(timeout=TIMEOUT) == first
+    linked.get(timeout=TIMEOUT)
+    assert_eventually = recorded(harness, callback)
+    for _ in range(100):
+        if assert_eventually[callback]:
+            break
+        time.sleep(0.2)
+        assert_eventually = recorded(harness, callback)
+    assert recorded(harness, first, second, callback) == dict.fromkeys(
+        (first, second, callback), f"{member}:False"
+    )
+
+
+@pytest.mark.skipif(BROKER != "redis", reason="chords run natively on the Redis result backend")
+def test_a_chord_body_runs_in_the_site_as_the_queuing_user(harness, member):
+    from celery import chord
+
+    heads = [new_id("head") for _ in range(3)]
+    body = new_id("body")
+    with harness.session(user=member):
+        result = chord(sample_tasks.record_user.si(key) for key in heads)(
+            sample_tasks.record_user.si(body)
+        )
+        transaction.commit()
+    assert result.get(timeout=TIMEOUT) == body
+    assert set(recorded(harness, *heads, body).values()) == {f"{member}:False"}

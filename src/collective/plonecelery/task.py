@@ -124,7 +124,13 @@ class ZopeTask(Task):
             without_transaction = True
         headers = dict(options.pop("headers", None) or {})
         if HEADER not in headers:
-            headers[HEADER] = self._envelope_for_queuing(site=site, run_as=run_as)
+            inherited = self._envelope_of_running_task(site=site, run_as=run_as)
+            if inherited is not None:
+                # A chain's next link, a chord's body, a link callback: Celery sends it
+                # from the worker once the running task has committed and left its
+                # site. It runs in that site, as that user; sent at once, as Celery does.
+                without_transaction = True
+            headers[HEADER] = inherited or self._envelope_for_queuing(site=site, run_as=run_as)
             args, kwargs = references.dump(args or (), kwargs or {})
         connection = self._queuing_connection(site)
         envelope = headers[HEADER]
@@ -169,6 +175,26 @@ class ZopeTask(Task):
             and self.addon_settings.outbox
             and not self.app.conf.task_always_eager
         )
+
+    @staticmethod
+    def _envelope_of_running_task(*, site: Any, run_as: str | None) -> dict | None:
+        """Site and user of the Zope task this worker is running, when no site is set up.
+
+        None when a site is (Plone code queues as usual) or when no Zope task runs.
+        """
+        from celery import current_task
+        from zope.component.hooks import getSite
+
+        if site is not None or getSite() is not None:
+            return None
+        running = current_task._get_current_object() if current_task else None
+        envelope = running.envelope() if isinstance(running, ZopeTask) else None
+        if not envelope or not envelope.get("site"):
+            return None
+        inherited = {key: envelope.get(key) for key in ("site", "user", "unrestricted")}
+        if run_as is not None:
+            inherited.update(user=run_as, unrestricted=False)
+        return inherited
 
     def _envelope_for_queuing(self, *, site: Any, run_as: str | None) -> dict:
         userid, unrestricted = current_user()
