@@ -313,6 +313,11 @@ class AddonSettings:
     #: How often each worker asks for a run of the blog sources' schedule (seconds; 0 turns
     #: scheduled re-syncs and feed polling off). See blogs/importer/schedule.py.
     blog_schedule_interval: float = 60.0
+    #: The site's public URL as the Internet reaches it, path included (unlike
+    #: ``server_url``), e.g. ``https://www.example.org`` for a site published at the domain's
+    #: root: WebSub hubs call back ``<public_url>/@blog-webhook/<source>``. ``{site}`` in it
+    #: stands for the site's id (several sites in one Zope). Empty: no WebSub subscriptions.
+    public_url: str = ""
 
 
 def addon_settings(environ: Mapping[str, str] | None = None) -> AddonSettings:
