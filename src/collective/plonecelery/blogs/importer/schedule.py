@@ -106,6 +106,11 @@ def queue_due(portal, *, now: float) -> list[str]:
         queue_resync(config, run=run)
         runs[config.id] = PersistentMapping({"last_run": now, "run": run})
         queued.append(config.id)
+    # WebSub subscriptions to renew or retry, unsubscribes to send again.
+    from .websub import queue_due as queue_websub_due
+
+    websub_due = queue_websub_due(portal, configs, now=now)
+    queued.extend(f"{source_id} (WebSub)" for source_id in websub_due)
     # Sources that were removed: forget their runs.
     known = {config.id for config in configs}
     for source_id in [key for key in runs if key not in known]:
