@@ -175,6 +175,14 @@ def test_subscribe_publish_renew_unsubscribe(harness, news, websub_worker, hub, 
     assert (feed_url, callback) not in hub.subscriptions
     wait_for(lambda: state(harness, config.id) is None, what="the state forgotten")
     assert not hub.seen("refused", "unsubscribe"), hub.events
+    # No secret the hub was given is in the logs, the broker's or the result backend's files.
+    assert len(set(hub.secrets)) >= 2  # a fresh one per subscription (the renewal's)
+    places = [*harness.log_dir.iterdir(), *harness.base_dir.glob("*.sqlite")]
+    assert any(path.name.startswith("worker") for path in places)
+    for path in places:
+        content = path.read_bytes()
+        for value in set(hub.secrets):
+            assert value.encode() not in content, f"a subscription secret is in {path}"
     print(f"\nWebSub subscribe, publish, renew, unsubscribe: {time.monotonic() - started:.1f} s")
 
 

@@ -59,6 +59,8 @@ class Hub:
         self.delay = delay
         self.subscriptions: dict[tuple[str, str], Subscription] = {}
         self.events: list[Event] = []
+        #: Every secret a subscriber sent (tests look for them where they must not be).
+        self.secrets: list[str] = []
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
 
@@ -105,6 +107,9 @@ class Hub:
         with self.lock:
             self.events.append(Event("request", mode, topic, callback))
         secret = form.get("hub.secret", "")
+        if secret:
+            with self.lock:
+                self.secrets.append(secret)
         threading.Thread(
             target=self._verify, args=(mode, topic, callback, secret), daemon=True
         ).start()
