@@ -338,13 +338,7 @@ class BlogWebhook(PathParams, BrowserView):
             )
             response.setStatus(200)
             return ""
-        challenge = query.get("hub.challenge", "")
-        if mode not in ("subscribe", "unsubscribe") or not challenge:
-            raise ServiceError(
-                404,
-                "NotSubscribed",
-                "a verification of intent needs hub.mode=subscribe|unsubscribe and hub.challenge",
-            )
+        challenge = _challenge(mode, query)
         logger.info("WebSub %s verified for source %r", mode, config.id)
         response.setStatus(200)
         return challenge
@@ -365,13 +359,7 @@ class BlogWebhook(PathParams, BrowserView):
             response.setStatus(200)
             response.setHeader("Content-Type", "text/plain; charset=utf-8")
             return ""
-        challenge = query.get("hub.challenge", "")
-        if mode not in ("subscribe", "unsubscribe") or not challenge:
-            raise ServiceError(
-                404,
-                "NotSubscribed",
-                "a verification of intent needs hub.mode=subscribe|unsubscribe and hub.challenge",
-            )
+        challenge = _challenge(mode, query)
         lease = query.get("hub.lease_seconds", "").strip()
         if mode == "subscribe" and lease and not lease.isdigit():
             raise ServiceError(
@@ -393,6 +381,18 @@ class BlogWebhook(PathParams, BrowserView):
         response.setStatus(status)
         response.setHeader("Content-Type", "application/json")
         return json.dumps(data)
+
+
+def _challenge(mode: str, query: dict[str, str]) -> str:
+    """The ``hub.challenge`` of a verification of intent; 404 when it is not one."""
+    challenge = query.get("hub.challenge", "")
+    if mode not in ("subscribe", "unsubscribe") or not challenge:
+        raise ServiceError(
+            404,
+            "NotSubscribed",
+            "a verification of intent needs hub.mode=subscribe|unsubscribe and hub.challenge",
+        )
+    return challenge
 
 
 def _is_woocommerce_ping(config: SourceConfig, body: bytes) -> bool:

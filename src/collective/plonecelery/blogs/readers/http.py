@@ -41,6 +41,7 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote
 from urllib.parse import quote_plus
+from urllib.parse import urlencode
 
 import httpx
 
@@ -191,8 +192,6 @@ def post_form(
     ``allow_private``); redirects are not followed (a 3xx is an error). ``hidden``: values
     sent in the body (the subscription's secret) that must not appear in what is raised.
     """
-    from urllib.parse import urlencode
-
     own_client = client is None
     if own_client:
         client = httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False)
