@@ -6,9 +6,8 @@ blog schedule (every 5 s, conftest.py) renews the lease before it ends; removing
 unsubscribes it. A hub that is down: the error is recorded and the request retried until
 it gets through. The subscription's secret is then searched for where people can read.
 
-The session's worker is restarted once for this module with PLONECELERY_PUBLIC_URL (the
-callback's base) and a 1 s PLONECELERY_IMPORT_BACKOFF (the first retry's wait).
-Broker-neutral: runs on the SQLite broker only.
+The session's worker has PLONECELERY_PUBLIC_URL (the callback's base) pointing at the
+Plone WSGI server (conftest.py). Broker-neutral: runs on the SQLite broker only.
 """
 
 from __future__ import annotations
@@ -41,18 +40,9 @@ LEASE = 15
 
 @pytest.fixture(scope="module")
 def websub_worker(harness, plone_http):
-    """The session's worker, restarted with the public URL the hub calls back."""
-    saved = dict(harness.worker_env)
-    harness.stop_worker()
-    harness.worker_env.update(
-        PLONECELERY_PUBLIC_URL=plone_http + "/{site}", PLONECELERY_IMPORT_BACKOFF="1"
-    )
-    harness.start_worker()
-    yield plone_http
-    harness.stop_worker()
-    harness.worker_env.clear()
-    harness.worker_env.update(saved)
-    harness.start_worker()
+    """The session's worker; the hub calls back its PLONECELERY_PUBLIC_URL (conftest.py)."""
+    assert harness.environment["PLONECELERY_PUBLIC_URL"] == plone_http + "/{site}"
+    return plone_http
 
 
 @pytest.fixture

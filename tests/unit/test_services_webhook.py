@@ -850,11 +850,12 @@ def test_own_subscription_is_verified_only_as_asked(app, portal):
         answer = app.get("/plone/@blog-webhook/own", params=params, status=404)
         assert answer.json["type"] == "NotSubscribed"
         assert "ch-77" not in answer.text
-    app.get(
-        "/plone/@blog-webhook/own",
-        params=verification(**{"hub.lease_seconds": "ten"}),
-        status=400,
-    )
+    for lease in ("ten", "²", "-5"):
+        app.get(
+            "/plone/@blog-webhook/own",
+            params=verification(**{"hub.lease_seconds": lease}),
+            status=400,
+        )
     portal._p_jar.sync()
     assert subscriptions.info("own", portal=portal)["status"] == "pending"
     before = time.time()
@@ -868,6 +869,17 @@ def test_own_subscription_is_verified_only_as_asked(app, portal):
     assert before + 3600 <= state["expires"] <= time.time() + 3600
     # Verified once: the same GET again is not a pending request any more.
     app.get("/plone/@blog-webhook/own", params=verification(), status=404)
+    # An absurd lease is cut to ten years (the state stays showable).
+    portal._p_jar.sync()
+    subscriptions.request(
+        "own", mode="subscribe", hub=OWN_HUB, topic=OWN_TOPIC, callback=OWN_CALLBACK,
+        portal=portal,
+    )  # fmt: skip
+    transaction.commit()
+    app.get("/plone/@blog-webhook/own", params=verification(**{"hub.lease_seconds": "9" * 40}))
+    portal._p_jar.sync()
+    assert subscriptions.get("own", portal=portal)["lease_seconds"] == subscriptions.MAX_LEASE
+    assert subscriptions.info("own", portal=portal)["expires"] > "2030"
 
 
 def test_a_denial_is_recorded(app, portal):

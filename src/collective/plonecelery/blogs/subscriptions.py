@@ -36,6 +36,8 @@ from persistent.mapping import PersistentMapping
 from zope.annotation.interfaces import IAnnotations
 
 WEBSUB_KEY = "collective.plonecelery.websub"
+#: The longest lease believed (seconds): a hub's absurd ``hub.lease_seconds`` is cut to it.
+MAX_LEASE = 10 * 366 * 86400.0
 #: A request the hub has not verified after this long (seconds) is sent again.
 PENDING_TIMEOUT = 600.0
 #: Statuses of a subscription, as :func:`info` shows them.
@@ -176,6 +178,8 @@ def verify(
     pending = state.get("pending")
     if mode != "subscribe" or not pending or pending["topic"] != topic:
         return False
+    if lease_seconds is not None:
+        lease_seconds = min(max(float(lease_seconds), 0.0), MAX_LEASE)
     state.update(
         {
             "status": "subscribed",

@@ -361,11 +361,11 @@ class BlogWebhook(PathParams, BrowserView):
             return ""
         challenge = _challenge(mode, query)
         lease = query.get("hub.lease_seconds", "").strip()
-        if mode == "subscribe" and lease and not lease.isdigit():
+        if mode == "subscribe" and lease and not (lease.isascii() and lease.isdigit()):
             raise ServiceError(
                 400, "BadRequest", f"hub.lease_seconds must be whole seconds, not {lease[:40]!r}"
             )
-        lease_seconds = int(lease) if lease else None
+        lease_seconds = int(lease) if lease and mode == "subscribe" else None
         if not subscriptions.verify(source_id, mode=mode, topic=topic, lease_seconds=lease_seconds):
             raise not_ours
         logger.info(

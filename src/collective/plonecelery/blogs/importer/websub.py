@@ -13,7 +13,7 @@ through the outbox (sent only if the transaction that asks commits):
   lease it grants (``hub.lease_seconds``) gives the expiry.
 * the blog schedule (``importer/schedule.py``: a worker bootstep, the project's "beat")
   asks again for a subscription with less than :func:`renewal_margin` left, a request that
-  failed (hub down: retried with a growing wait, from ``PLONECELERY_IMPORT_BACKOFF``) or
+  failed (hub down: retried at the next run, then after a wait that doubles) or
   that the hub did not verify in ``subscriptions.PENDING_TIMEOUT``.
 * the source is removed, or ``websub`` turned off -> :func:`send_request` with
   ``hub.mode=unsubscribe``; hub, topic and callback travel in the task's arguments (the
@@ -154,12 +154,14 @@ def queue_due(portal, configs, *, now: float) -> list[str]:
         state = subscriptions.get(config.id, portal=portal)
         lease = state.get("lease_seconds") if state is not None else None
         margin = renewal_margin(lease, interval=settings.blog_schedule_interval)
-        if subscriptions.due(state, now=now, margin=margin, retry_base=settings.import_backoff):
+        # A failed request waits one schedule interval, then two, four ... (at most an hour).
+        retry_base = settings.blog_schedule_interval
+        if subscriptions.due(state, now=now, margin=margin, retry_base=retry_base):
             queue_subscribe(config.id, portal=portal)
             queued.append(config.id)
     for source_id in subscriptions.all_ids(portal=portal):
         what = subscriptions.leaving_due(
-            source_id, now=now, retry_base=settings.import_backoff, portal=portal
+            source_id, now=now, retry_base=settings.blog_schedule_interval, portal=portal
         )
         if what == "forget":
             state = subscriptions.get(source_id, portal=portal)
