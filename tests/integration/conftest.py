@@ -174,12 +174,19 @@ def harness(tmp_path_factory, broker_database, broker_proxy):
         environment["CELERY_BROKER_URL"] = environment["CELERY_BROKER_URL"].replace(
             f":{BROKER_PORTS[BROKER]}/", f":{broker_proxy.port}/"
         )
+    # The port plone_http will serve on, known before the worker starts: WebSub hubs call
+    # the site back at PLONECELERY_PUBLIC_URL (test_websub.py).
+    from collective.plonecelery.devtools import instance
+
+    http_port = instance.free_port()
+    environment["PLONECELERY_PUBLIC_URL"] = f"http://127.0.0.1:{http_port}/{{site}}"
     os.environ.update(environment)
     from collective.plonecelery.devtools.harness import WorkerHarness
 
     harness = WorkerHarness(
         base_dir=base_dir, environment=environment, worker_env=worker_env, database=DATABASE
     )
+    harness.http_port = http_port
     try:
         harness.start()
     except Exception:
@@ -207,7 +214,7 @@ def delete_queue(broker_url: str, name: str) -> None:
 @pytest.fixture(scope="session")
 def plone_http(harness):
     """A real Plone WSGI instance (waitress) on the harness's database; its base URL."""
-    return harness.start_http()
+    return harness.start_http(port=harness.http_port)
 
 
 def plonecelery_cli(harness, *args) -> str:

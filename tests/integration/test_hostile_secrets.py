@@ -1,8 +1,9 @@
 """Secrets stay secret through whole imports (issue 9, at scale).
 
 Known, unique secret values (a Ghost webhook secret and Content API key, a WordPress webhook
-secret and application password) go into two sources; signed webhooks go to a real Plone WSGI
-server, the real worker imports from real HTTP blogs (pytest-httpserver) that check the key
+secret and application password) go into two sources, a third one subscribes to a real WebSub
+hub (websub_hub.py) with the secret the worker makes for it; signed webhooks go to a real Plone
+WSGI server, the real worker imports from real HTTP blogs (pytest-httpserver) that check the key
 and the Basic credentials; one import fails for good (a dead letter) with a blog that echoes
 the request's query string into its error message. Then every place an operator or another
 user can read is searched for every secret, in the forms it travels in (as is, URL-quoted,
@@ -33,6 +34,7 @@ from test_import_e2e import fixture
 from test_import_e2e import ghost_post
 from test_import_e2e import new_id
 from test_import_e2e import wait_for
+from websub_hub import Hub
 from werkzeug import Response
 
 from collective.plonecelery.blogs.verify.signatures import sign
@@ -127,7 +129,24 @@ def admin(harness, plone_http):
 
 
 @pytest.fixture(scope="module")
-def sources(harness, admin, blogs):
+def hub(blogs):
+    """A real WebSub hub (websub_hub.py) and a feed on the blogs' server that names it."""
+    hub = Hub(lease_seconds=600).start()
+    feed_url = blogs.server.url_for("/websub.atom")
+    blogs.server.expect_request("/websub.atom").respond_with_data(
+        '<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>S</title>'
+        f'<id>urn:s</id><link rel="hub" href="{hub.url}"/><link rel="self" href="{feed_url}"/>'
+        "<entry><id>tag:s,1</id><title>Pushed</title><updated>2024-05-01T09:00:00Z</updated>"
+        '<content type="html">&lt;p&gt;P&lt;/p&gt;</content></entry></feed>',
+        content_type="application/atom+xml",
+    )
+    hub.feed_url = feed_url
+    yield hub
+    hub.stop()
+
+
+@pytest.fixture(scope="module")
+def sources(harness, admin, blogs, hub):
     import transaction
     from plone import api
 
@@ -154,6 +173,8 @@ def sources(harness, admin, blogs):
             "app_password": WP_APP_PASSWORD,
             "insecure": True,  # the test blog is plain http
         },
+        # The worker subscribes to the hub with a secret of its own (test_websub.py).
+        "websub": {"kind": "feed", "scheme": "websub", "websub": True, "api_url": hub.feed_url},
     }
     ids = {}
     for name, definition in definitions.items():
@@ -179,7 +200,7 @@ def webhook(plone_http, source_id: str, body: bytes, headers: dict) -> httpx.Res
     return httpx.post(url, content=body, headers={"Content-Type": "application/json", **headers})
 
 
-def test_no_secret_anywhere_after_imports(harness, plone_http, admin, blogs, sources):
+def test_no_secret_anywhere_after_imports(harness, plone_http, admin, blogs, hub, sources):
     from collective.plonecelery.app import app
 
     answers = []
@@ -213,6 +234,14 @@ def test_no_secret_anywhere_after_imports(harness, plone_http, admin, blogs, sou
         timeout=60,
         what="the dead letter",
     )
+    # The WebSub source: subscribed by the worker, the hub publishes with the secret it got.
+    wait_for(lambda: hub.subscriptions, timeout=60, what="the WebSub subscription")
+    feed = httpx.get(hub.feed_url).content
+    assert hub.publish(hub.feed_url, feed, content_type="application/atom+xml") == [202]
+    assert hub.secrets
+    for number, value in enumerate(dict.fromkeys(hub.secrets)):
+        for form in forms(value):
+            NEEDLES[f"websub subscription secret {number} ({form!r})"] = form
     places: dict[str, str | bytes] = {"webhook answers": "\n".join(answers), "dead letters": dead}
     for line in dead.splitlines():
         words = line.split()

@@ -18,6 +18,8 @@ from plone.testing._z2_testbrowser import Zope2Caller
 from collective.plonecelery.blogs import deliveries
 from collective.plonecelery.blogs import importer
 from collective.plonecelery.blogs import storage
+from collective.plonecelery.blogs import subscriptions
+from collective.plonecelery.blogs.importer import websub
 from collective.plonecelery.blogs.verify.signatures import sign
 
 pytestmark = pytest.mark.timeout(900)
@@ -52,6 +54,8 @@ def queued(monkeypatch):
     monkeypatch.setattr(importer, "queue_import", fake("import"))
     monkeypatch.setattr(importer, "queue_backfill", fake("backfill"))
     monkeypatch.setattr(importer.test_source, "delay", fake("test"))
+    monkeypatch.setattr(websub.subscribe, "delay", fake("subscribe"))
+    monkeypatch.setattr(websub.send_request, "delay", fake("send"))
     return calls
 
 
@@ -285,3 +289,76 @@ def test_deliveries(layers, manager, portal, queued):
     manager.get(f"{API}/@blog-deliveries", params={"limit": "many"}, status=400)
     portal._p_jar.sync()
     assert deliveries.count(portal=portal) == 2
+
+
+WEBSUB_SOURCE = {
+    **SOURCE,
+    "id": "feed",
+    "kind": "feed",
+    "api_url": "https://blog.example.org/feed.xml",
+    "api_key": "",
+    "scheme": "websub",
+    "secret": "",
+    "websub": True,
+}
+
+
+def test_websub_sources_subscribe_unsubscribe_and_show_their_state(manager, portal, queued):
+    manager.post_json(f"{API}/@blog-sources", WEBSUB_SOURCE, status=201)
+    assert queued == [("subscribe", ("feed",), {})]
+    answer = manager.get(f"{API}/@blog-sources/feed").json
+    assert answer["websub_state"]["status"] == "queued"
+    # The worker asked, the hub verified (what restapi/webhook.py records).
+    portal._p_jar.sync()
+    hub, topic = "https://hub.example.org/", WEBSUB_SOURCE["api_url"]
+    callback = "https://www.example.org/plone/@blog-webhook/feed"
+    secret = subscriptions.request(
+        "feed", mode="subscribe", hub=hub, topic=topic, callback=callback, portal=portal
+    )
+    subscriptions.verify("feed", mode="subscribe", topic=topic, lease_seconds=600, portal=portal)
+    transaction.commit()
+    answer = manager.get(f"{API}/@blog-sources/feed")
+    state = answer.json["websub_state"]
+    assert state["status"] == "subscribed" and state["hub"] == hub and state["expires"]
+    assert secret not in answer.text
+    panel = manager.get("/plone/@@plonecelery-sources")
+    assert "WebSub: subscribed until" in panel.text and secret not in panel.text
+    # GET output sent back unchanged: no new subscription.
+    queued.clear()
+    manager.patch_json(f"{API}/@blog-sources/feed", answer.json, status=200)
+    assert queued == []
+    # WebSub turned off (a manual subscription then needs its own secret): the hub gets an
+    # unsubscribe; hub, topic and callback in the task's args.
+    refused = manager.patch_json(f"{API}/@blog-sources/feed", {"websub": False}, status=400)
+    assert "needs the webhook secret" in refused.json["message"]
+    changes = {"websub": False, "secret": "manual-hub-secret"}
+    manager.patch_json(f"{API}/@blog-sources/feed", changes, status=200)
+    assert queued == [
+        (
+            "send",
+            ("feed", "unsubscribe"),
+            {"allow_private": False, "hub": hub, "topic": topic, "callback": callback},
+        )
+    ]
+    portal._p_jar.sync()
+    assert subscriptions.get("feed", portal=portal)["leaving"]["topic"] == topic
+    # On again, then removed while nothing was verified: nothing to unsubscribe from.
+    queued.clear()
+    manager.patch_json(f"{API}/@blog-sources/feed", {"websub": True}, status=200)
+    assert queued == [("subscribe", ("feed",), {})]
+
+
+def test_removing_a_websub_source_unsubscribes(manager, portal, queued):
+    manager.post_json(f"{API}/@blog-sources", WEBSUB_SOURCE, status=201)
+    portal._p_jar.sync()
+    hub, topic, callback = "https://hub.example.org/", WEBSUB_SOURCE["api_url"], "https://cb/x"
+    subscriptions.request(
+        "feed", mode="subscribe", hub=hub, topic=topic, callback=callback, portal=portal
+    )
+    transaction.commit()
+    queued.clear()
+    manager.delete(f"{API}/@blog-sources/feed", status=204)
+    assert [call[:2] for call in queued] == [("send", ("feed", "unsubscribe"))]
+    portal._p_jar.sync()
+    state = subscriptions.get("feed", portal=portal)
+    assert state["leaving"]["hub"] == hub and "pending" not in state

@@ -23,6 +23,7 @@ from collective.plonecelery import task
 from collective.plonecelery.blogs import deliveries
 from collective.plonecelery.blogs import importer
 from collective.plonecelery.blogs import storage
+from collective.plonecelery.blogs import subscriptions
 from collective.plonecelery.blogs.config import SourceConfig
 from collective.plonecelery.blogs.verify.signatures import sign
 from collective.plonecelery.exceptions import ServiceError
@@ -804,3 +805,139 @@ def test_ghost_page_events_are_imported_only_where_the_source_asks(app, portal):
     assert [(call["remote_id"], call["action"]) for call in CALLS] == [
         ("page:5c7ece47da174000c0c5c6d8", "upsert")
     ]
+
+
+# -- the add-on's own WebSub subscriptions (blogs/subscriptions.py) ---------------------------
+
+OWN_TOPIC = "https://blog.example.org/own.xml"
+OWN_HUB = "https://hub.example.org/"
+OWN_CALLBACK = "https://www.example.org/plone/@blog-webhook/own"
+
+
+def own_source(portal, *, request: bool = True) -> str:
+    """A WebSub source without a secret of its own, and (``request``) a pending subscribe."""
+    make_source(
+        portal,
+        id="own",
+        kind="feed",
+        api_key="",
+        api_url=OWN_TOPIC,
+        scheme="websub",
+        secret="",
+        websub=True,
+    )
+    secret = ""
+    if request:
+        secret = subscriptions.request(
+            "own", mode="subscribe", hub=OWN_HUB, topic=OWN_TOPIC, callback=OWN_CALLBACK,
+            portal=portal,
+        )  # fmt: skip
+        transaction.commit()
+    return secret
+
+
+def verification(mode="subscribe", topic=OWN_TOPIC, **extra):
+    return {"hub.mode": mode, "hub.topic": topic, "hub.challenge": "ch-77", **extra}
+
+
+def test_own_subscription_is_verified_only_as_asked(app, portal):
+    own_source(portal)
+    for params in (
+        verification(topic="https://evil.example/feed"),
+        verification(mode="unsubscribe"),  # we asked to subscribe
+        verification(mode="publish"),
+    ):
+        answer = app.get("/plone/@blog-webhook/own", params=params, status=404)
+        assert answer.json["type"] == "NotSubscribed"
+        assert "ch-77" not in answer.text
+    for lease in ("ten", "²", "-5"):
+        app.get(
+            "/plone/@blog-webhook/own",
+            params=verification(**{"hub.lease_seconds": lease}),
+            status=400,
+        )
+    portal._p_jar.sync()
+    assert subscriptions.info("own", portal=portal)["status"] == "pending"
+    before = time.time()
+    answer = app.get(
+        "/plone/@blog-webhook/own", params=verification(**{"hub.lease_seconds": "3600"}), status=200
+    )
+    assert answer.text == "ch-77"
+    portal._p_jar.sync()
+    state = subscriptions.get("own", portal=portal)
+    assert state["status"] == "subscribed" and state["hub"] == OWN_HUB
+    assert before + 3600 <= state["expires"] <= time.time() + 3600
+    # Verified once: the same GET again is not a pending request any more.
+    app.get("/plone/@blog-webhook/own", params=verification(), status=404)
+    # An absurd lease is cut to ten years (the state stays showable).
+    portal._p_jar.sync()
+    subscriptions.request(
+        "own", mode="subscribe", hub=OWN_HUB, topic=OWN_TOPIC, callback=OWN_CALLBACK,
+        portal=portal,
+    )  # fmt: skip
+    transaction.commit()
+    app.get("/plone/@blog-webhook/own", params=verification(**{"hub.lease_seconds": "9" * 40}))
+    portal._p_jar.sync()
+    assert subscriptions.get("own", portal=portal)["lease_seconds"] == subscriptions.MAX_LEASE
+    assert subscriptions.info("own", portal=portal)["expires"] > "2030"
+
+
+def test_a_denial_is_recorded(app, portal):
+    own_source(portal)
+    app.get(
+        "/plone/@blog-webhook/own",
+        params={"hub.mode": "denied", "hub.topic": "https://other.example/", "hub.reason": "x"},
+        status=404,
+    )
+    app.get(
+        "/plone/@blog-webhook/own",
+        params={"hub.mode": "denied", "hub.topic": OWN_TOPIC, "hub.reason": "not allowed"},
+        status=200,
+    )
+    portal._p_jar.sync()
+    info = subscriptions.info("own", portal=portal)
+    assert info["status"] == "denied" and info["reason"] == "not allowed"
+    assert subscriptions.secrets_for("own", portal=portal) == []
+
+
+def test_notifications_are_checked_against_the_subscription_secret(app, portal):
+    secret = own_source(portal)
+    body = b'<?xml version="1.0"?><rss version="2.0"><channel><title>B</title></channel></rss>'
+    content_type = {"Content-Type": "application/rss+xml"}
+    wrong = {**sign(scheme="websub", secret="not-the-secret", body=body), **content_type}
+    answer = app.post("/plone/@blog-webhook/own", params=body, headers=wrong, status=401)
+    assert answer.json["type"] == "SignatureInvalid"
+    # Signed with the pending request's secret (the hub switches when it verifies): accepted.
+    right = {**sign(scheme="websub", secret=secret, body=body), **content_type}
+    answer = app.post("/plone/@blog-webhook/own", params=body, headers=right, status=202)
+    assert CALLS[0]["source_id"] == "own" and CALLS[0]["remote_id"] is None
+    assert secret not in answer.text
+
+
+def test_a_websub_source_not_subscribed_yet_refuses_notifications(app, portal):
+    own_source(portal, request=False)
+    body = b"<rss/>"
+    headers = {**sign(scheme="websub", secret="guess", body=body), "Content-Type": "text/xml"}
+    answer = app.post("/plone/@blog-webhook/own", params=body, headers=headers, status=401)
+    assert "no verified WebSub subscription" in answer.json["message"]
+    # Nor a verification of intent: nothing was asked for.
+    app.get("/plone/@blog-webhook/own", params=verification(), status=404)
+
+
+def test_the_unsubscribe_of_a_removed_source_is_verified(app, portal):
+    own_source(portal)
+    app.get("/plone/@blog-webhook/own", params=verification(**{"hub.lease_seconds": "60"}))
+    portal._p_jar.sync()
+    with api.env.adopt_roles(["Manager"]):
+        storage.remove_source("own", portal=portal)
+    entry = subscriptions.active("own", portal=portal)
+    assert entry == {"hub": OWN_HUB, "topic": OWN_TOPIC, "callback": OWN_CALLBACK}
+    subscriptions.request("own", mode="unsubscribe", portal=portal, **entry)
+    transaction.commit()
+    app.get("/plone/@blog-webhook/own", params=verification(), status=404)  # not a subscribe
+    answer = app.get("/plone/@blog-webhook/own", params=verification("unsubscribe"), status=200)
+    assert answer.text == "ch-77"
+    portal._p_jar.sync()
+    assert subscriptions.get("own", portal=portal) is None
+    answer = app.get("/plone/@blog-webhook/own", params=verification("unsubscribe"), status=404)
+    assert answer.json["type"] == "UnknownSource"

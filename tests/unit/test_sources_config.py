@@ -84,11 +84,40 @@ def test_allowed_hosts_are_api_host_plus_cdn_hosts():
         ({"sync_max_posts": 0}, "between 1 and 500"),
         ({"cdn_hosts": ("https://cdn.example.org/x",)}, "bare host"),
         ({"iframe_hosts": ("www.youtube.com:443",)}, "bare host"),
+        ({"websub": True}, "feed sources only"),
+        ({"kind": "feed", "api_key": "", "websub": True}, "set scheme to 'websub'"),
+        ({"hub_url": "https://hub.example.org/"}, "only used with websub"),
+        (
+            {"kind": "feed", "scheme": "websub", "websub": True, "hub_url": "hub.example.org"},
+            "absolute http",
+        ),
+        (
+            {
+                "kind": "feed",
+                "scheme": "websub",
+                "websub": True,
+                "hub_url": "https://u:p@hub.example.org/",
+            },
+            "credentials",
+        ),
+        ({"kind": "feed", "scheme": "websub", "secret": ""}, "needs the webhook secret"),
     ],
 )
 def test_validate_rejects_with_clear_message(changes, message):
     with pytest.raises(ValueError, match=message):
         make(**changes).validate()
+
+
+def test_a_websub_source_needs_no_secret_of_its_own():
+    # The subscription's secret is made by the worker (blogs/subscriptions.py).
+    config = make(kind="feed", scheme="websub", secret="", api_key="", websub=True)
+    config.validate()
+    make(
+        kind="feed", scheme="websub", secret="", websub=True, hub_url="https://hub.example.org/"
+    ).validate()
+    assert config.to_dict()["websub"] is True and config.to_dict()["hub_url"] == ""
+    with pytest.raises(ValueError, match="websub must be true or false"):
+        SourceConfig.from_dict({**config.to_dict(include_secrets=True), "websub": "yes"})
 
 
 def test_validate_accepts_the_variants():
@@ -198,6 +227,7 @@ def test_field_names_match_the_documented_list():
         ),
         *("cdn_hosts", "allow_private", "iframe_hosts", "tolerance", "volto_blocks"),
         *("sync_hours", "poll_minutes", "sync_max_posts", "ghost_pages", "page_portal_type"),
+        *("websub", "hub_url"),
     ]
 
 

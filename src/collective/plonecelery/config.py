@@ -317,6 +317,11 @@ class AddonSettings:
     #: celery is installed (the ``tracing`` extra) and OpenTelemetry is configured; false
     #: turns them off even then. See tracing.py.
     tracing: bool = True
+    #: The site's public URL as the Internet reaches it, path included (unlike
+    #: ``server_url``), e.g. ``https://www.example.org`` for a site published at the domain's
+    #: root: WebSub hubs call back ``<public_url>/@blog-webhook/<source>``. ``{site}`` in it
+    #: stands for the site's id (several sites in one Zope). Empty: no WebSub subscriptions.
+    public_url: str = ""
 
 
 def addon_settings(environ: Mapping[str, str] | None = None) -> AddonSettings:

@@ -74,6 +74,10 @@ class SourceConfig:
     # Ghost only: import pages too (page.* webhooks), as page_portal_type items.
     ghost_pages: bool = False
     page_portal_type: str = "Document"
+    # Feeds only: the add-on subscribes to the feed's WebSub hub itself (see blogs/websub.py),
+    # with a random secret of its own; hub_url overrides the hub the feed announces.
+    websub: bool = False
+    hub_url: str = ""
 
     @property
     def api_host(self) -> str:
@@ -118,6 +122,7 @@ class SourceConfig:
                 f"volto_blocks must be one of {', '.join(VOLTO_BLOCKS)}, not {self.volto_blocks!r}"
             )
         self._validate_schedule()
+        self._validate_websub()
         if self.ghost_pages and self.kind != "ghost":
             raise ValueError(f"ghost_pages applies to Ghost sources only, not {self.kind}")
         if self.ghost_pages and not self.page_portal_type:
@@ -164,6 +169,28 @@ class SourceConfig:
                 f"sync_max_posts must be between 1 and {MAX_SYNC_POSTS}, not {self.sync_max_posts}"
             )
 
+    def _validate_websub(self) -> None:
+        if self.hub_url and not self.websub:
+            raise ValueError("hub_url is only used with websub: turn websub on, or clear hub_url")
+        if not self.websub:
+            return
+        if self.kind != "feed":
+            raise ValueError(f"websub applies to feed sources only, not {self.kind}")
+        if self.scheme != "websub":
+            raise ValueError(
+                "a source that subscribes to a WebSub hub verifies the hub's notifications: "
+                f"set scheme to 'websub', not {self.scheme!r}"
+            )
+        if self.hub_url:
+            parts = urlsplit(self.hub_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(
+                    f"hub_url {self.hub_url!r} must be an absolute http(s) URL, "
+                    "e.g. https://pubsubhubbub.appspot.com/ (or empty: the feed's own hub)"
+                )
+            if parts.username or parts.password:
+                raise ValueError("hub_url must not contain credentials")
+
     def _validate_url(self) -> None:
         parts = urlsplit(self.api_url or "")
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -193,7 +220,8 @@ class SourceConfig:
                     "(trusted networks only) or configure a signing secret"
                 )
             return
-        if not self.secret:
+        if not self.secret and not self.websub:
+            # (A WebSub subscription of the add-on's own has a secret of its own.)
             raise ValueError(f"scheme {self.scheme!r} needs the webhook secret the blog signs with")
         if self.header_name and self.scheme not in RENAMEABLE_HEADER_SCHEMES:
             raise ValueError(
@@ -250,7 +278,7 @@ class SourceConfig:
         return cls(**kwargs)
 
 
-_BOOL_FIELDS = ("insecure", "allow_private", "ghost_pages")
+_BOOL_FIELDS = ("insecure", "allow_private", "ghost_pages", "websub")
 _TUPLE_FIELDS = ("cdn_hosts", "iframe_hosts")
 
 

@@ -19,7 +19,8 @@ endpoint needs them to verify signatures) and leave only through :func:`get_sour
 API and the control panel show ``to_dict()``, where they are ``{"set": true/false}``.
 
 These functions do not check permissions: callers (REST services, control panel) require
-``cmf.ManagePortal``.
+``cmf.ManagePortal``. Those callers go through ``importer.websub.add_source`` (and
+``update_source``, ``remove_source``), which call these and queue the WebSub requests.
 """
 
 from __future__ import annotations

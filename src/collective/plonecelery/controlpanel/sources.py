@@ -21,11 +21,13 @@ from Products.statusmessages.interfaces import IStatusMessage
 
 from collective.plonecelery.blogs import deliveries
 from collective.plonecelery.blogs import storage
+from collective.plonecelery.blogs import subscriptions
 from collective.plonecelery.blogs.config import KINDS
 from collective.plonecelery.blogs.config import ON_REMOVE
 from collective.plonecelery.blogs.config import SECRET_FIELDS
 from collective.plonecelery.blogs.config import VOLTO_BLOCKS
 from collective.plonecelery.blogs.config import SourceConfig
+from collective.plonecelery.blogs.importer import websub
 from collective.plonecelery.blogs.storage import webhook_urls
 from collective.plonecelery.blogs.verify.signatures import SCHEMES
 
@@ -186,6 +188,23 @@ FIELDS = (
         _("help_poll_minutes", default="Feeds only; 0: never (or as Sync every says)."),
     ),
     Field(
+        "websub",
+        _("label_websub", default="Subscribe to the feed's WebSub hub"),
+        "bool",
+        _(
+            "help_websub",
+            default="Feeds only, signature scheme websub: a worker subscribes to the hub "
+            "(with a secret of its own), renews the lease and unsubscribes when the source "
+            "is removed. Needs PLONECELERY_PUBLIC_URL.",
+        ),
+    ),
+    Field(
+        "hub_url",
+        _("label_hub_url", default="WebSub hub URL (optional)"),
+        "text",
+        _("help_hub_url", default='Empty: the hub the feed announces (rel="hub").'),
+    ),
+    Field(
         "sync_max_posts",
         _("label_sync_max_posts", default="Posts read per scheduled sync"),
         "int",
@@ -243,6 +262,7 @@ class SourcesControlPanel(BrowserView):
             data = config.to_dict()
             data["webhook_urls"] = webhook_urls(self.context, config.id)
             data["paused"] = storage.pause_info(config.id, portal=self.context)
+            data["websub_state"] = subscriptions.info(config.id, portal=self.context)
             rows.append(data)
         return rows
 
@@ -295,7 +315,7 @@ class SourcesControlPanel(BrowserView):
                 self.save(form)
                 messages.add(_("msg_source_saved", default="Source saved."), type="info")
             elif "form.buttons.delete" in form:
-                storage.remove_source(source_id, portal=self.context)
+                websub.remove_source(source_id, portal=self.context)
                 messages.add(_("msg_source_removed", default="Source removed."), type="info")
             elif "form.buttons.test" in form or "form.buttons.backfill" in form:
                 task_id = self.queue(source_id, test="form.buttons.test" in form)
@@ -322,10 +342,10 @@ class SourcesControlPanel(BrowserView):
             source_id = form.get("source_id", "")
             self.request.form["edit"] = source_id  # keep editing it if saving fails
             data.pop("id", None)
-            storage.update_source(source_id, data, portal=self.context)
+            websub.update_source(source_id, data, portal=self.context)
         else:
             self.request.form["mode"] = "add"
-            storage.add_source(storage.config_from_data(data), portal=self.context)
+            websub.add_source(storage.config_from_data(data), portal=self.context)
 
     def queue(self, source_id: str, *, test: bool) -> str:
         from collective.plonecelery.blogs import importer

@@ -80,6 +80,8 @@ class WorkerHarness:
         self.zope_conf: Path | None = None
         self.db = None
         self.http = None
+        #: The port for :meth:`start_http` when it must be known early (a public URL).
+        self.http_port: int | None = None
         self._worker_starts = 0
 
     @property
@@ -191,12 +193,13 @@ class WorkerHarness:
         ):
             yield site
 
-    def start_http(self, *, threads: int = 4) -> str:
-        """Serve the site over HTTP (runwsgi + waitress) on a free port; its base URL.
+    def start_http(self, *, threads: int = 4, port: int | None = None) -> str:
+        """Serve the site over HTTP (runwsgi + waitress) on ``port`` (None: a free one); its
+        base URL.
 
         Stopped by :meth:`stop`.
         """
-        port = instance.free_port()
+        port = port or instance.free_port()
         ini = instance.write_zope_ini(
             path=self.base_dir / "etc" / "zope.ini",
             zope_conf=self.zope_conf,

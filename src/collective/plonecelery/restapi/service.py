@@ -17,6 +17,7 @@ from zope.interface import implementer
 from zope.publisher.interfaces import IPublishTraverse
 
 from ..blogs import storage
+from ..blogs import subscriptions
 from ..blogs.config import SourceConfig
 from ..blogs.storage import webhook_urls
 from ..exceptions import ServiceError
@@ -36,7 +37,7 @@ class PathParams:
 
 
 #: Keys GET adds to a source that are not fields: ignored when sent back.
-_READ_ONLY = ("@id", "webhook_urls", "paused")
+_READ_ONLY = ("@id", "webhook_urls", "paused", "websub_state")
 
 
 class ManagerService(PathParams, Service):
@@ -66,6 +67,8 @@ class ManagerService(PathParams, Service):
         data["webhook_urls"] = webhook_urls(portal, config.id)
         # Set by the worker when the blog asked us to stop (a long 429), else null.
         data["paused"] = storage.pause_info(config.id, portal=portal)
+        # The add-on's own WebSub subscription (no secret): status, hub, expiry, last error.
+        data["websub_state"] = subscriptions.info(config.id, portal=portal)
         return data
 
     def expect_params(self, *counts: int) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..blogs import importer
 from ..blogs import storage
+from ..blogs.importer import websub
 from ..exceptions import ServiceError
 from .service import ManagerService
 
@@ -73,7 +74,7 @@ class SourcesPost(ManagerService):
             return self.action(*self.params)
         self.expect_params(0)
         config = storage.config_from_data(self.body())
-        storage.add_source(config, portal=self.context)
+        websub.add_source(config, portal=self.context)
         self.request.response.setStatus(201)
         data = self.source_data(config)
         self.request.response.setHeader("Location", data["@id"])
@@ -97,7 +98,7 @@ class SourcesPatch(ManagerService):
     def handle(self):
         self.write_request()
         self.expect_params(1)
-        config = storage.update_source(self.params[0], self.body(), portal=self.context)
+        config = websub.update_source(self.params[0], self.body(), portal=self.context)
         return self.source_data(config)
 
 
@@ -107,5 +108,5 @@ class SourcesDelete(ManagerService):
     def handle(self):
         self.write_request()
         self.expect_params(1)
-        storage.remove_source(self.params[0], portal=self.context)
+        websub.remove_source(self.params[0], portal=self.context)
         return self.reply_no_content()

@@ -44,6 +44,7 @@ from zope.interface import alsoProvides
 
 from collective.plonecelery.blogs import deliveries
 from collective.plonecelery.blogs import storage
+from collective.plonecelery.blogs import subscriptions
 from collective.plonecelery.blogs.config import SourceConfig
 from collective.plonecelery.blogs.verify import events
 from collective.plonecelery.blogs.verify import removals
@@ -268,6 +269,8 @@ class BlogWebhook(PathParams, BrowserView):
 
     def _verify(self, config: SourceConfig, *, body: bytes, headers: dict) -> Any:
         try:
+            if config.websub:
+                return self._verify_own_subscription(config, body=body, headers=headers)
             return signatures.verify(
                 scheme=config.scheme,
                 secret=config.secret,
@@ -289,12 +292,36 @@ class BlogWebhook(PathParams, BrowserView):
                 500, "SourceMisconfigured", f"source {config.id!r} is misconfigured: {exc}"
             ) from None
 
+    def _verify_own_subscription(self, config: SourceConfig, *, body: bytes, headers: dict):
+        """A notification of the add-on's own subscription: signed with its secret (or the
+        one of a renewal not verified yet)."""
+        secrets = subscriptions.secrets_for(config.id)
+        if not secrets:
+            raise signatures.SignatureError(
+                "invalid", "no verified WebSub subscription of this source signs notifications"
+            )
+        for secret in secrets:
+            try:
+                return signatures.verify(
+                    scheme="websub",
+                    secret=secret,
+                    body=body,
+                    headers=headers,
+                    header_name=config.header_name or None,
+                )
+            except signatures.SignatureError as exc:
+                error = exc
+        raise error
+
     def _verify_intent(self, source_id: str):
         """WebSub verification of intent: echo ``hub.challenge`` if the topic is ours."""
-        config = self._source(source_id)
         query = _query(self.request)
         mode, topic = query.get("hub.mode", ""), query.get("hub.topic", "").strip()
-        if config.scheme not in _WEBSUB_SCHEMES or topic != config.api_url:
+        if subscriptions.get(source_id) is not None:
+            # The add-on's own subscription (also of a removed source, being unsubscribed).
+            return self._verify_own_intent(source_id, mode=mode, topic=topic, query=query)
+        config = self._source(source_id)
+        if config.websub or config.scheme not in _WEBSUB_SCHEMES or topic != config.api_url:
             raise ServiceError(
                 404,
                 "NotSubscribed",
@@ -311,15 +338,42 @@ class BlogWebhook(PathParams, BrowserView):
             )
             response.setStatus(200)
             return ""
-        challenge = query.get("hub.challenge", "")
-        if mode not in ("subscribe", "unsubscribe") or not challenge:
-            raise ServiceError(
-                404,
-                "NotSubscribed",
-                "a verification of intent needs hub.mode=subscribe|unsubscribe and hub.challenge",
-            )
+        challenge = _challenge(mode, query)
         logger.info("WebSub %s verified for source %r", mode, config.id)
         response.setStatus(200)
+        return challenge
+
+    def _verify_own_intent(self, source_id: str, *, mode: str, topic: str, query: dict) -> str:
+        """Confirm a subscribe/unsubscribe we asked for (and record it), or a denial of it."""
+        # The hub's anonymous GET records the outcome: no CSRF check applies to it.
+        alsoProvides(self.request, IDisableCSRFProtection)
+        response = self.request.response
+        not_ours = ServiceError(
+            404, "NotSubscribed", f"no pending WebSub {mode or 'request'} for this topic"
+        )
+        if mode == "denied":
+            reason = query.get("hub.reason", "")[:200]
+            if not subscriptions.deny(source_id, topic=topic, reason=reason):
+                raise not_ours
+            logger.warning("WebSub hub denied the subscription of %r: %s", source_id, reason)
+            response.setStatus(200)
+            response.setHeader("Content-Type", "text/plain; charset=utf-8")
+            return ""
+        challenge = _challenge(mode, query)
+        lease = query.get("hub.lease_seconds", "").strip()
+        if mode == "subscribe" and lease and not (lease.isascii() and lease.isdigit()):
+            raise ServiceError(
+                400, "BadRequest", f"hub.lease_seconds must be whole seconds, not {lease[:40]!r}"
+            )
+        lease_seconds = int(lease) if lease and mode == "subscribe" else None
+        if not subscriptions.verify(source_id, mode=mode, topic=topic, lease_seconds=lease_seconds):
+            raise not_ours
+        logger.info(
+            "WebSub %s of %r verified by the hub (lease %s s)", mode, source_id, lease_seconds
+        )
+        response.setStatus(200)
+        response.setHeader("Content-Type", "text/plain; charset=utf-8")
+        response.setHeader("X-Content-Type-Options", "nosniff")
         return challenge
 
     def _json(self, status: int, data: dict[str, Any]) -> str:
@@ -327,6 +381,18 @@ class BlogWebhook(PathParams, BrowserView):
         response.setStatus(status)
         response.setHeader("Content-Type", "application/json")
         return json.dumps(data)
+
+
+def _challenge(mode: str, query: dict[str, str]) -> str:
+    """The ``hub.challenge`` of a verification of intent; 404 when it is not one."""
+    challenge = query.get("hub.challenge", "")
+    if mode not in ("subscribe", "unsubscribe") or not challenge:
+        raise ServiceError(
+            404,
+            "NotSubscribed",
+            "a verification of intent needs hub.mode=subscribe|unsubscribe and hub.challenge",
+        )
+    return challenge
 
 
 def _is_woocommerce_ping(config: SourceConfig, body: bytes) -> bool:

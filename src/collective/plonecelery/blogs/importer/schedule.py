@@ -40,6 +40,7 @@ from ...worker.process import get_db
 from ...zodb import own_connection
 from ...zodb import writer_id
 from .. import storage
+from ..subscriptions import WEBSUB_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -53,14 +54,18 @@ MIN_EXPIRY = 60.0
 
 
 def scheduled_sites(db) -> list[str]:
-    """Paths of the Plone sites at the top of the Zope root that have blog sources."""
+    """Paths of the Plone sites at the top of the Zope root that have blog sources (or
+    WebSub subscription state)."""
     paths = []
     with own_connection(db) as (connection, tm):
         tm.begin()
         root = connection.root().get("Application")
         for obj in root.objectValues() if root is not None else ():
             annotations = getattr(aq_base(obj), "__annotations__", None)
-            if annotations is not None and annotations.get(storage.ANNOTATION_KEY):
+            # (A site whose last source was removed may still owe a hub an unsubscribe.)
+            if annotations is not None and (
+                annotations.get(storage.ANNOTATION_KEY) or annotations.get(WEBSUB_KEY)
+            ):
                 paths.append("/".join(obj.getPhysicalPath()))
     return paths
 
@@ -106,6 +111,12 @@ def queue_due(portal, *, now: float) -> list[str]:
         queue_resync(config, run=run)
         runs[config.id] = PersistentMapping({"last_run": now, "run": run})
         queued.append(config.id)
+    # WebSub subscriptions to renew or retry, unsubscribes to send again.
+    from .websub import queue_due as queue_websub_due
+
+    queued.extend(
+        f"{source_id} (WebSub)" for source_id in queue_websub_due(portal, configs, now=now)
+    )
     # Sources that were removed: forget their runs.
     known = {config.id for config in configs}
     for source_id in [key for key in runs if key not in known]:
@@ -162,6 +173,7 @@ def run_site(site_path: str, *, server_url: str) -> list[str]:
             logger.info("Blog schedule run in %s hit a conflict; the next run does it", site_path)
             return []
     if queued:
+        # "<id> (WebSub)": a subscribe or unsubscribe request, else a re-sync.
         logger.info("Blog schedule: queued a re-sync of %s in %s", ", ".join(queued), site_path)
     return queued
 

@@ -129,6 +129,62 @@ def read_changes(
     )
 
 
+@dataclass
+class HubLinks:
+    """What a feed announces for WebSub (:func:`discover_hub`)."""
+
+    hub: str = ""
+    #: The feed's own URL (``rel="self"``), which hubs know as the topic.
+    self_url: str = ""
+
+
+def discover_hub(
+    url: str, *, allow_private: bool = False, client: httpx.Client | None = None
+) -> HubLinks:
+    """Fetch the feed at ``url`` and return the hub it announces (and its ``self`` link).
+
+    Looked for, first found wins: the HTTP ``Link`` header (``rel="hub"``), the feed's own
+    links (Atom ``<link rel="hub">``, RSS ``<atom:link rel="hub">``), a JSON Feed's ``hubs``.
+    Relative hub URLs are resolved against the feed's URL. ``FetchError`` when the feed
+    cannot be read; an empty ``hub`` when it announces none.
+    """
+    parts = httpx.URL(url)
+    try:
+        response = fetch(
+            url,
+            allowed_hosts=(f"{parts.scheme}://{parts.netloc.decode('ascii')}",),
+            allow_private=allow_private,
+            headers={"Accept": _ACCEPT},
+            client=client,
+        )
+    except PostGone as exc:
+        raise FetchError(f"{exc}; check the feed URL", retryable=False, status=exc.status) from None
+    base = str(response.url)
+    links = HubLinks(
+        hub=(response.links.get("hub") or {}).get("url", ""),
+        self_url=(response.links.get("self") or {}).get("url", ""),
+    )
+    body = response.content.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if body.startswith(b"{"):
+        data = json_body(response)
+        hubs = data.get("hubs") if isinstance(data, Mapping) else None
+        for entry in hubs if isinstance(hubs, list) else ():
+            if isinstance(entry, Mapping) and str(entry.get("type", "")).lower() == "websub":
+                links.hub = links.hub or _text(entry.get("url"))
+        if isinstance(data, Mapping):
+            links.self_url = links.self_url or _text(data.get("feed_url"))
+    else:
+        parsed = feedparser.parse(response.content, response_headers={"content-location": base})
+        for link in parsed.feed.get("links", []):
+            if link.get("rel") == "hub":
+                links.hub = links.hub or link.get("href", "")
+            elif link.get("rel") == "self":
+                links.self_url = links.self_url or link.get("href", "")
+    links.hub = urljoin(base, links.hub.strip()) if links.hub.strip() else ""
+    links.self_url = urljoin(base, links.self_url.strip()) if links.self_url.strip() else ""
+    return links
+
+
 def tombstones(content: bytes) -> list[str]:
     """The ``ref`` of each ``at:deleted-entry`` of an Atom (or RSS) document (RFC 6721).
 

@@ -41,6 +41,7 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote
 from urllib.parse import quote_plus
+from urllib.parse import urlencode
 
 import httpx
 
@@ -173,6 +174,66 @@ def _fetch_hops(
         "use the final URL in the configuration",
         retryable=False,
     )
+
+
+def post_form(
+    url: str,
+    *,
+    data: Mapping[str, str],
+    allow_private: bool = False,
+    hidden: Collection[str] = (),
+    timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+    max_bytes: int = 65_536,
+    client: httpx.Client | None = None,
+) -> httpx.Response:
+    """POST ``data`` form-encoded to ``url`` (a WebSub hub) and return its 2xx response.
+
+    The guards of :func:`fetch` apply to ``url``'s own origin (private addresses only with
+    ``allow_private``); redirects are not followed (a 3xx is an error). ``hidden``: values
+    sent in the body (the subscription's secret) that must not appear in what is raised.
+    """
+    own_client = client is None
+    if own_client:
+        client = httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False)
+    secrets = {value for value in hidden if value}
+    try:
+        target = _parse_url(url)
+        addresses = vet_url(target, allowed_hosts=(_origin(target),), allow_private=allow_private)
+        response = _get_pinned(
+            client,
+            target,
+            addresses=addresses,
+            headers={
+                "User-Agent": USER_AGENT,
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+            timeout=timeout,
+            max_bytes=max_bytes,
+            method="POST",
+            content=urlencode(dict(data)).encode("ascii"),
+        )
+        if response.status_code in _REDIRECTS:
+            raise FetchError(
+                f"{_redacted(target)} answered HTTP {response.status_code} (a redirect): "
+                "give the hub's final URL",
+                retryable=False,
+                status=response.status_code,
+            )
+        try:
+            _raise_for_status(response, url=target)
+        except PostGone as exc:
+            raise FetchError(str(exc), retryable=False, status=exc.status) from None
+        return response
+    except FetchError as exc:
+        exc.args = (redact(str(exc), secrets),)
+        raise
+    finally:
+        if own_client:
+            client.close()
+
+
+def _origin(url: httpx.URL) -> str:
+    return f"{url.scheme}://{url.netloc.decode('ascii').rpartition('@')[2]}"
 
 
 def _is_conditional(headers: Mapping[str, str]) -> bool:
@@ -379,17 +440,21 @@ def _get_pinned(
     headers: Mapping[str, str],
     timeout: httpx.Timeout,
     max_bytes: int,
+    method: str = "GET",
+    content: bytes | None = None,
 ) -> httpx.Response:
-    """GET ``url`` by connecting to one of the vetted ``addresses``; return the read response."""
+    """GET (or ``method``) ``url`` by connecting to one of the vetted ``addresses``; return the
+    read response."""
     pinned_headers = {**headers, "Host": url.netloc.decode("ascii")}
     # TLS must still check the certificate against the host name, not the address.
     extensions = {"sni_hostname": url.raw_host.decode("ascii")} if url.scheme == "https" else {}
     last_error: Exception | None = None
     for address in addresses:
         request = client.build_request(
-            "GET",
+            method,
             url.copy_with(host=address),
             headers=pinned_headers,
+            content=content,
             timeout=timeout,
             extensions=extensions,
         )
@@ -419,7 +484,7 @@ def _get_pinned(
             streamed.status_code,
             headers=kept,
             content=body,
-            request=httpx.Request("GET", url, headers=headers),
+            request=httpx.Request(method, url, headers=headers),
         )
     raise _network_error(url, last_error)
 
