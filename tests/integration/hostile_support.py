@@ -307,10 +307,10 @@ def tally(category: str, **counts: int) -> None:
 
 def tally_table() -> str:
     """One line per category; a column the category does not measure shows '-'."""
-    lines = [f"{'category':52} " + " ".join(f"{c:>15}" for c in COLUMNS)]
+    lines = [f"{'category':60} " + " ".join(f"{c:>15}" for c in COLUMNS)]
     for category, row in sorted(TALLY.items()):
         cells = (str(row[c]) if c in row else "-" for c in COLUMNS)
-        lines.append(f"{category:52} " + " ".join(f"{cell:>15}" for cell in cells))
+        lines.append(f"{category:60} " + " ".join(f"{cell:>15}" for cell in cells))
     return "\n".join(lines)
 
 

@@ -91,7 +91,7 @@ def pytest_terminal_summary(terminalreporter):
     if not rows:
         return
     terminalreporter.write_sep("-", "hostile input (inputs / 5xx / writes / payloads / conns)")
-    terminalreporter.write_line(f"{'category':52} " + " ".join(f"{c:>15}" for c in HOSTILE_COLUMNS))
+    terminalreporter.write_line(f"{'category':60} " + " ".join(f"{c:>15}" for c in HOSTILE_COLUMNS))
     for category, row in sorted(rows.items()):
         cells = (str(row[c]) if c in row else "-" for c in HOSTILE_COLUMNS)
-        terminalreporter.write_line(f"{category:52} " + " ".join(f"{c:>15}" for c in cells))
+        terminalreporter.write_line(f"{category:60} " + " ".join(f"{c:>15}" for c in cells))
