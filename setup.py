@@ -66,6 +66,10 @@ setup(
             "ruff",
             "import-linter",
             "hypothesis",
+            # The OpenAPI description checked against a real instance
+            # (tests/integration/test_api_schemathesis.py); PyYAML reads the document.
+            "schemathesis",
+            "PyYAML",
             # The database and broker matrix (PLONECELERY_TEST_DATABASE, _BROKER).
             "RelStorage[postgresql]",
             "psycopg2",

@@ -297,15 +297,20 @@ NOTES: list[str] = []
 
 
 def tally(category: str, **counts: int) -> None:
-    row = TALLY.setdefault(category, dict.fromkeys(COLUMNS, 0))
+    """Add ``counts`` (inputs=, writes=, active_payloads=, ...) to ``category``'s row."""
+    row = TALLY.setdefault(category, {})
     for key, value in counts.items():
-        row[key.replace("_", " ")] += value
+        column = key.replace("_", " ")
+        assert column in COLUMNS, column
+        row[column] = row.get(column, 0) + value
 
 
 def tally_table() -> str:
-    lines = [f"{'category':44} " + " ".join(f"{c:>15}" for c in COLUMNS)]
+    """One line per category; a column the category does not measure shows '-'."""
+    lines = [f"{'category':60} " + " ".join(f"{c:>15}" for c in COLUMNS)]
     for category, row in sorted(TALLY.items()):
-        lines.append(f"{category:44} " + " ".join(f"{row[c]:>15}" for c in COLUMNS))
+        cells = (str(row[c]) if c in row else "-" for c in COLUMNS)
+        lines.append(f"{category:60} " + " ".join(f"{cell:>15}" for cell in cells))
     return "\n".join(lines)
 
 

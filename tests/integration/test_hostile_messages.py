@@ -13,6 +13,7 @@ import uuid
 import pytest
 import sample_tasks
 import transaction
+from hostile_support import tally
 from kombu import Connection
 from kombu import Exchange
 from kombu import Queue
@@ -49,6 +50,9 @@ def publish(harness, *, task: str, content_type: str, body: str) -> None:
 )
 def test_unreadable_message_is_refused_and_the_worker_goes_on(harness, task):
     pid = harness.worker.pid
+    refusal = "whose body is not Celery protocol 2"
+    refused_before = harness.worker_log.read_text(errors="replace").count(refusal)
+    runs_before = runs(harness)
     for content_type, body in BODIES:
         publish(harness, task=task, content_type=content_type, body=body)
     key = f"after-{uuid.uuid4().hex[:6]}"
@@ -57,7 +61,17 @@ def test_unreadable_message_is_refused_and_the_worker_goes_on(harness, task):
         transaction.commit()
     assert result.get(timeout=120) == key
     time.sleep(1)
+    # A write of a refused message: a task run recorded that is not the control's.
+    written = {k: v for k, v in runs(harness).items() if k != key and runs_before.get(k) != v}
+    tally("messages: unreadable bodies (forged)", inputs=len(BODIES), writes=len(written))
+    assert not written, written
     assert harness.worker.poll() is None and harness.worker.pid == pid
     log = harness.worker_log.read_text(errors="replace")
     assert "Unrecoverable error" not in log
-    assert "whose body is not Celery protocol 2" in log
+    assert log.count(refusal) - refused_before >= len(BODIES)
+
+
+def runs(harness) -> dict:
+    """What sample_tasks.count_run recorded: key -> runs."""
+    with harness.session(user="admin") as portal:
+        return dict(getattr(portal, "_plonecelery_test_runs", {}) or {})

@@ -528,7 +528,11 @@ def test_a_burst_of_unsigned_requests_is_refused_cheaply(site, concurrency):
     wall = time.perf_counter() - started
     statuses = {status for status, _ in results}
     latencies = sorted(seconds * 1000 for _, seconds in results)
-    tally(f"abuse: burst ({concurrency} sender(s))", inputs=len(results))
+    tally(
+        f"abuse: burst ({concurrency} sender(s))",
+        inputs=len(results),
+        **{"5xx": sum(status >= 500 for status, _ in results)},
+    )
     assert statuses == {401}, statuses
     assert_nothing_written(
         harness, before, what="burst", category=f"abuse: burst ({concurrency} sender(s))"

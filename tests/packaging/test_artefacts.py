@@ -38,6 +38,8 @@ def test_wheel_carries_zcml_profiles_templates_and_locales(dist):
     assert expected, "no data files found in the checkout?"
     assert expected <= names, f"missing from the wheel: {sorted(expected - names)}"
     assert "collective/plonecelery/configure.zcml" in names
+    # Served at @plonecelery-openapi (restapi/openapi.py reads it from the package).
+    assert "collective/plonecelery/restapi/openapi.yaml" in names
     assert sum(name.endswith("/configure.zcml") for name in names) >= 4
     assert {name for name in names if "/profiles/" in name and name.endswith(".xml")} >= {
         "collective/plonecelery/profiles/default/metadata.xml",

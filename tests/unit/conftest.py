@@ -68,3 +68,30 @@ def db():
     presence.ensure_registry(database)
     yield database
     database.close()
+
+
+#: The columns of the hostile-input summary (as tests/integration/hostile_support.py prints).
+HOSTILE_COLUMNS = ("inputs", "5xx", "writes", "active payloads", "connections")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The hostile-input tallies (issue 9) of the tests that ran: each records
+    ``record_property("hostile", (category, {column: count}))`` (test_hostile_ssrf.py)."""
+    rows: dict[str, dict[str, int]] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if getattr(report, "when", None) != "call":
+                continue
+            for name, value in getattr(report, "user_properties", ()):
+                if name == "hostile":
+                    category, counts = value
+                    row = rows.setdefault(category, {})
+                    for column, count in counts.items():
+                        row[column] = row.get(column, 0) + count
+    if not rows:
+        return
+    terminalreporter.write_sep("-", "hostile input (inputs / 5xx / writes / payloads / conns)")
+    terminalreporter.write_line(f"{'category':60} " + " ".join(f"{c:>15}" for c in HOSTILE_COLUMNS))
+    for category, row in sorted(rows.items()):
+        cells = (str(row[c]) if c in row else "-" for c in HOSTILE_COLUMNS)
+        terminalreporter.write_line(f"{category:60} " + " ".join(f"{c:>15}" for c in cells))

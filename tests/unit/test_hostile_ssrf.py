@@ -214,8 +214,10 @@ def assert_refused(url: str, call, *, same_origin: str | None = None) -> None:
         raise AssertionError(f"{url} was fetched")
 
 
-def quiet(trap: Listeners, before: int, what: str) -> None:
+def quiet(trap: Listeners, before: int, what: str, *, record, inputs: int) -> None:
+    """No connection since ``before``; the category's row of the summary (conftest.py)."""
     time.sleep(0.01)
+    record("hostile", (f"ssrf: {what}", {"inputs": inputs, "connections": trap.accepts - before}))
     assert trap.accepts == before, f"{what}: {trap.accepts - before} connection(s): {trap.peers}"
 
 
@@ -231,13 +233,19 @@ def test_listeners_count_an_allowed_connection(trap):
     assert trap.accepts > before
 
 
-def test_fetch_refuses_every_internal_url_even_when_its_origin_is_allowed(trap):
+def test_fetch_refuses_every_internal_url_even_when_its_origin_is_allowed(trap, record_property):
     before = trap.accepts
     urls = corpus_urls(trap.port)
     for url in urls:
         origin = url.split("/ghost/")[0].split("/latest/")[0]
         assert_refused(url, lambda url=url, origin=origin: fetch(url, allowed_hosts={origin}))
-    quiet(trap, before, "direct fetches")
+    quiet(
+        trap,
+        before,
+        "direct fetches (own origin allowed)",
+        record=record_property,
+        inputs=len(urls),
+    )
     assert len(urls) >= 120
 
 
@@ -266,7 +274,7 @@ READERS = {
 
 
 @pytest.mark.parametrize("kind", sorted(READERS))
-def test_readers_refuse_an_internal_api_url(trap, kind):
+def test_readers_refuse_an_internal_api_url(trap, kind, record_property):
     before = trap.accepts
     for host in HOSTS:
         api_url = f"http://{host}:{trap.port}/"
@@ -277,10 +285,10 @@ def test_readers_refuse_an_internal_api_url(trap, kind):
             READERS[kind](_config(kind, api_url))
 
         assert_refused(api_url, call)
-    quiet(trap, before, f"{kind} reader")
+    quiet(trap, before, "api_url of the 3 readers", record=record_property, inputs=len(HOSTS))
 
 
-def test_feature_images_on_internal_hosts_are_refused(trap):
+def test_feature_images_on_internal_hosts_are_refused(trap, record_property):
     """What ``importer.items._update_image`` does with a post's image URL."""
     before = trap.accepts
     config = _config("ghost", "https://blog.example.org/")
@@ -295,7 +303,7 @@ def test_feature_images_on_internal_hosts_are_refused(trap):
                     headers={"Accept": "image/*"},
                 ),
             )
-    quiet(trap, before, "feature images")
+    quiet(trap, before, "feature images", record=record_property, inputs=2 * len(HOSTS))
 
 
 def other_urls(port: int, blog_port: int) -> list[str]:
@@ -339,17 +347,20 @@ def other_urls(port: int, blog_port: int) -> list[str]:
     ]
 
 
-def test_other_schemes_credentials_and_other_ports_are_refused(trap):
+def test_other_schemes_credentials_and_other_ports_are_refused(trap, record_property):
     """The allowed origin is a blog on loopback (allow_private, as for a blog on the LAN)."""
     blog_port = trap.port + 1 if trap.port < 65535 else trap.port - 1
     allowed = {f"http://127.0.0.1:{blog_port}"}
     before = trap.accepts
-    for url in other_urls(trap.port, blog_port):
+    urls = other_urls(trap.port, blog_port)
+    for url in urls:
         assert_refused(url, lambda url=url: fetch(url, allowed_hosts=allowed, allow_private=True))
-    quiet(trap, before, "schemes, credentials, ports")
+    quiet(
+        trap, before, "schemes, credentials, other ports", record=record_property, inputs=len(urls)
+    )
 
 
-def test_redirects_to_internal_urls_are_refused(trap, httpserver):
+def test_redirects_to_internal_urls_are_refused(trap, httpserver, record_property):
     """An allowed blog (on loopback: allow_private) redirects: each hop is checked again."""
     origin = f"http://{httpserver.host}:{httpserver.port}"
     targets = [
@@ -374,6 +385,5 @@ def test_redirects_to_internal_urls_are_refused(trap, httpserver):
                 same_origin=origin,
             )
             tried += 1
-    quiet(trap, before, "redirects")
+    quiet(trap, before, "redirects from an allowed blog", record=record_property, inputs=tried)
     assert tried >= 500
-    print(f"\nSSRF: {tried} redirects checked, {trap.accepts - before} connections")

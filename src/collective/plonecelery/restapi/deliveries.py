@@ -19,11 +19,11 @@ class DeliveriesGet(ManagerService):
 
     def handle(self):
         self.expect_params(0)
-        source_id = self.request.form.get("source") or None
+        source_id = self.query("source") or None
         if source_id:
             storage.get_source(source_id, portal=self.context)  # 404 for an unknown source
         try:
-            limit = int(self.request.form.get("limit", 100))
+            limit = int(self.query("limit", "100"))
         except (TypeError, ValueError):
             raise ServiceError(400, "BadRequest", "limit must be an integer") from None
         items = deliveries.list_deliveries(

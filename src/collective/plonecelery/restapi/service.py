@@ -77,6 +77,19 @@ class ManagerService(PathParams, Service):
                 404, "NotFound", f"unknown path /{'/'.join(self.params)} under this service"
             )
 
+    def query(self, name: str, default: str | None = None) -> str | None:
+        """The query (or form) parameter ``name`` as one string; ``default`` when absent.
+
+        Zope's form turns a repeated parameter into a list and ``name:record`` into a record:
+        a 400 BadRequest here, not a ``TypeError`` (a 500) in the service.
+        """
+        value = self.request.form.get(name, default)
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)  # Zope's ':int' and ':float' converters
+        raise ServiceError(400, "BadRequest", f"give the parameter {name!r} once, as plain text")
+
     def write_request(self) -> None:
         alsoProvides(self.request, IDisableCSRFProtection)
 

@@ -37,6 +37,8 @@ from .service import ManagerService
 #: Default and largest page of the listing (plone.restapi's default page is 25 too).
 DEFAULT_SIZE = 25
 MAX_SIZE = 500
+#: Past this, b_start is no offset a database takes (SQL OFFSET is a 64-bit integer).
+MAX_START = 2**62
 
 
 class TasksGet(ManagerService):
@@ -78,14 +80,16 @@ class TasksGet(ManagerService):
         return isinstance(owner, dict) and (owner.get("user"), owner.get("site")) == (user, site)
 
     def listing(self) -> dict:
-        form = self.request.form
         try:
-            start = max(0, int(form.get("b_start", 0)))
-            size = min(MAX_SIZE, max(1, int(form.get("b_size", DEFAULT_SIZE))))
+            start = max(0, int(self.query("b_start", "0")))
+            size = min(MAX_SIZE, max(1, int(self.query("b_size", str(DEFAULT_SIZE)))))
         except ValueError:
             raise ServiceError(400, "BadRequest", "b_start and b_size are whole numbers") from None
+        if start > MAX_START:
+            # Found by schemathesis: SQLite's OverflowError was a 500.
+            raise ServiceError(400, "BadRequest", f"b_start is at most {MAX_START}")
         found = recent_tasks.page(
-            app, start=start, size=size, state=form.get("state"), name=form.get("name")
+            app, start=start, size=size, state=self.query("state"), name=self.query("name")
         )
         if found is None:
             raise ServiceError(
@@ -108,9 +112,7 @@ class TasksGet(ManagerService):
         }
 
     def page_url(self, base: str, start: int, size: int) -> str:
-        query = {
-            key: self.request.form[key] for key in ("state", "name") if self.request.form.get(key)
-        }
+        query = {key: self.query(key) for key in ("state", "name") if self.query(key)}
         query.update(b_start=start, b_size=size)
         return f"{base}?{urlencode(query)}"
 
@@ -136,9 +138,7 @@ class BackfillsGet(ManagerService):
 
     def handle(self):
         self.expect_params(0)
-        items = backfills.summarize(
-            source_id=self.request.form.get("source") or None, portal=self.context
-        )
+        items = backfills.summarize(source_id=self.query("source") or None, portal=self.context)
         return {
             "@id": f"{self.context.absolute_url()}/@celery-backfills",
             "items": items,
