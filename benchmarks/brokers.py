@@ -72,9 +72,8 @@ def use_broker(app, settings: dict) -> None:
     # update() keeps what the new settings lack: Redis' visibility_timeout would reach
     # SQLAlchemy's create_engine() on the SQL brokers.
     app.conf.broker_transport_options = settings.get("broker_transport_options") or {}
-    pool = getattr(app, "_pool", None)
-    if pool is not None:
-        pool.force_close_all()
+    # Not closed: kombu's pools are shared per broker URL, and a closed one would come back
+    # for the same URL (Redis again at the end).
     app._pool = None
     app.amqp._producer_pool = None
 
