@@ -57,12 +57,14 @@ format: install
 docs: install
 	$(BIN)/sphinx-build -q -W -b html docs docs/_build/html
 
-## Throughput, round trips and request-side cost against plain Celery, with the goal table
-## of issue 12; writes benchmarks/results/latest.json (needs Redis; about 5 minutes)
+## Every goal of issue 12 (throughput, request side, outbox steady state, webhook endpoint,
+## scaling, task table per broker), with the goal table; writes benchmarks/results/latest.json
+## (needs Redis, RabbitMQ, PostgreSQL and MariaDB on loopback; about 15 minutes)
 bench: install
 	$(BIN)/python benchmarks/run.py
 
-## The same with tiny N (under a minute): checks the scripts run and the JSON has every key
+## The same with tiny N (under 2 minutes; one broker, RabbitMQ): checks the scripts run and
+## the JSON has every key
 bench-quick: install
 	$(BIN)/python benchmarks/run.py --quick
 

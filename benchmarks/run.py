@@ -1,9 +1,12 @@
-"""Benchmarks of collective.plonecelery on Redis, against plain Celery.
+"""Benchmarks of collective.plonecelery: every goal of issue 12, each against its baseline.
 
-Usage (``make bench`` runs it with the defaults)::
+Usage (``make bench`` runs it with the defaults, about 15 minutes; ``make bench-quick``
+with ``--quick``, tiny N, under 2 minutes)::
 
-    .venv/bin/python benchmarks/run.py [--tasks 300] [--rounds 5]
-        [--commits 40] [--commit-reps 15] [--redis redis://127.0.0.1:6379]
+    .venv/bin/python benchmarks/run.py [--quick] [--parts core,web,steady,brokers]
+        [--tasks 300] [--rounds 4] [--commits 40] [--commit-reps 12] [--roundtrips 50]
+        [--memory-marks 1000,10000] [--steady-tasks 2250] [--steady-rate 25] ...
+        [--redis redis://127.0.0.1:6379]
 
 What it starts, all on loopback and under a temporary directory in /tmp that
 is removed afterwards (kept, and named, when something fails):
@@ -13,23 +16,32 @@ is removed afterwards (kept, and named, when something fails):
 * one ``plonecelery worker`` (prefork, ``-c 1``, our defaults: ``acks_late``,
   prefetch multiplier 1) that runs them;
 * one plain ``python -m celery -A plain_celery worker`` with the very same
-  Celery settings and arguments, for the baseline.
+  Celery settings and arguments, for the baseline (and one on Celery's defaults);
+* for goals 4 and 5 (``web.py``), the demo Ghost blog in this process and a Plone
+  WSGI instance (waitress); for goal 6 (``brokers.py``), RabbitMQ, PostgreSQL and
+  MariaDB on their usual ports (a broker that is not running is skipped, and the goal
+  is then not met).
 
 Redis db 11 is the broker, db 12 the result backend; the queues have names of
 their own per run and are deleted at the end, with the results.
 
-It measures:
+The parts, in the order they run (``--parts``):
 
-1. Throughput, end to end (queue N tasks, wait until every result is ready),
-   of a plain Celery no-op (the baseline), and of Zope-aware no-op, read and
-   write tasks, each with the transactional outbox on and off. Rounds
-   alternate the kinds, in a rotating order; medians are reported, and ratios
-   to the baseline of the same round.
-2. What queuing tasks adds to the committing transaction in this process:
-   blocks of transactions that each write one attribute and commit, with 0, 1
-   or 10 ``delay()`` calls (outbox on and off). The after-commit hook sends
-   the messages, so the commit includes the round trips to Redis. The tasks
-   go to a queue no worker consumes, so that no worker competes for the CPU.
+``core``, goals 1 and 2 (and the worker memory of goal 5):
+   1. Throughput, end to end (queue N tasks, wait until every result is ready),
+      of a plain Celery no-op (the baseline), and of Zope-aware no-op, read and
+      write tasks, each with the transactional outbox on and off. Rounds
+      alternate the kinds, in a rotating order; medians are reported, and ratios
+      to the baseline of the same round. One task at a time, too (round trips).
+   2. What queuing tasks adds to the committing transaction in this process:
+      blocks of transactions that each write one attribute and commit, with 0, 1
+      or 10 ``delay()`` calls (outbox on and off). The tasks go to a queue no
+      worker consumes, so that no worker competes for the CPU.
+   The worker's resident memory is read after 1,000 and 10,000 Zope tasks (no-op
+   tasks top up what the throughput rounds ran).
+``web``, goals 4 and 5: see ``web.py``.
+``steady``, goal 3: see ``steady.py``.
+``brokers``, goal 6: see ``brokers.py``.
 """
 
 from __future__ import annotations
@@ -55,6 +67,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 HERE = Path(__file__).resolve().parent
+#: The parts of a run (``--parts``), in the order they run: goals 1-2 (and the worker memory
+#: of goal 5), 4-5, 3, 6.
+PARTS = ("core", "web", "steady", "brokers")
+#: Goal 6 (brokers.py): Redis, RabbitMQ, SQLite, and kombu's SQLAlchemy on PostgreSQL, MariaDB.
+BROKER_NAMES = ("redis", "amqp", "sqlite", "postgresql", "mysql")
 WORKER_ARGS = ("-l", "info", "-c", "1", "-P", "prefork")
 RESULT_TIMEOUT = 120.0
 DEFAULT_JSON = HERE / "results" / "latest.json"
@@ -69,11 +86,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--tasks", type=int, default=300, help="tasks per throughput batch (300)")
     parser.add_argument(
-        "--rounds", type=int, default=5, help="throughput rounds over all kinds (5)"
+        "--rounds", type=int, default=4, help="throughput rounds over all kinds (4)"
     )
     parser.add_argument("--commits", type=int, default=40, help="transactions per timed block (40)")
     parser.add_argument(
-        "--commit-reps", type=int, default=15, help="repetitions of the commit blocks (15)"
+        "--commit-reps", type=int, default=12, help="repetitions of the commit blocks (12)"
     )
     parser.add_argument(
         "--redis",
@@ -83,8 +100,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--roundtrips",
         type=int,
-        default=60,
-        help="one-at-a-time round trips per kind and round (60)",
+        default=50,
+        help="one-at-a-time round trips per kind and round (50)",
     )
     parser.add_argument(
         "--json",
@@ -102,13 +119,106 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary directory (logs, Data.fs)"
     )
+    steady = parser.add_argument_group("goal 3, the outbox in steady state (steady.py)")
+    steady.add_argument(
+        "--steady-tasks",
+        type=int,
+        default=2250,
+        help="tasks of the sustained load (2250: what fits in the 15-minute budget at the "
+        "default rate; the issue asks for 100,000)",
+    )
+    steady.add_argument("--steady-rate", type=float, default=25.0, help="tasks/s queued (25)")
+    steady.add_argument("--steady-grace", type=float, default=10.0, help="outbox grace, s (10)")
+    steady.add_argument(
+        "--steady-relay", type=float, default=5.0, help="outbox relay interval, s (5)"
+    )
+    steady.add_argument(
+        "--steady-retention", type=float, default=30.0, help="outbox retention, s (30)"
+    )
+    web = parser.add_argument_group("goals 4 and 5, through a Plone WSGI instance (web.py)")
+    web.add_argument(
+        "--web-senders", default="20,50", help="concurrent webhook senders, comma-separated"
+    )
+    web.add_argument(
+        "--scale-posts", type=int, default=32, help="posts imported per worker size (32)"
+    )
+    web.add_argument(
+        "--growth-levels",
+        default="100,1000,10000",
+        help="items already in the target folder, comma-separated (100,1000,10000)",
+    )
+    web.add_argument(
+        "--growth-posts", type=int, default=10, help="imports timed per folder size (10)"
+    )
+    parser.add_argument(
+        "--memory-marks",
+        default="1000,10000",
+        help="worker RSS after this many Zope tasks (1000,10000; goal 5)",
+    )
+    brokers = parser.add_argument_group("goal 6, the task table per broker (brokers.py)")
+    brokers.add_argument(
+        "--brokers",
+        default="redis,amqp,sqlite,postgresql,mysql",
+        help="brokers, comma-separated (redis,amqp,sqlite,postgresql,mysql)",
+    )
+    brokers.add_argument("--broker-tasks", type=int, default=60, help="tasks per batch (60)")
+    brokers.add_argument("--broker-rounds", type=int, default=2, help="rounds per broker (2)")
+    brokers.add_argument(
+        "--sql-broker-tasks",
+        type=int,
+        default=4,
+        help="tasks per batch, one round, on SQLite, PostgreSQL and MariaDB (4: kombu's "
+        "SQLAlchemy transport runs about one task per second per worker)",
+    )
+    parser.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help=f"what to run, comma-separated ({','.join(PARTS)}); the JSON is checked for "
+        "every key only when all run",
+    )
     options = parser.parse_args(argv)
     if options.quick:
         options.tasks, options.rounds, options.roundtrips = 5, 1, 3
         options.commits, options.commit_reps = 3, 1
-    for name in ("tasks", "rounds", "commits", "commit_reps", "roundtrips"):
+        options.steady_tasks, options.steady_rate = 40, 20.0
+        options.steady_grace, options.steady_relay, options.steady_retention = 2.0, 1.0, 3.0
+        options.web_senders, options.scale_posts = "2,3", 4
+        options.growth_levels, options.growth_posts = "5,10,20", 2
+        options.memory_marks, options.broker_tasks, options.broker_rounds = "20,100", 3, 1
+        # Each broker restarts both workers (about 15 s), and the SQL brokers run about one
+        # task per second: the quick run checks the switch of broker on one, RabbitMQ.
+        options.brokers = "amqp"
+    for name in (
+        "tasks",
+        "rounds",
+        "commits",
+        "commit_reps",
+        "roundtrips",
+        "steady_tasks",
+        "scale_posts",
+        "growth_posts",
+        "broker_tasks",
+        "broker_rounds",
+        "sql_broker_tasks",
+    ):
         if getattr(options, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if options.scale_posts % 4:
+        parser.error("--scale-posts must be a multiple of 4 (4 senders)")
+    for name in ("web_senders", "growth_levels", "memory_marks"):
+        try:
+            values = [int(v) for v in getattr(options, name).split(",") if v.strip()]
+        except ValueError:
+            parser.error(f"--{name.replace('_', '-')} takes integers, comma-separated")
+        if not values or min(values) < 1:
+            parser.error(f"--{name.replace('_', '-')} takes positive integers")
+        setattr(options, name, values)
+    options.brokers = [b.strip() for b in options.brokers.split(",") if b.strip()]
+    if set(options.brokers) - set(BROKER_NAMES) or not options.brokers:
+        parser.error(f"--brokers takes {', '.join(BROKER_NAMES)}")
+    options.parts = [p.strip() for p in options.parts.split(",") if p.strip()]
+    if set(options.parts) - set(PARTS) or not options.parts:
+        parser.error(f"--parts takes {', '.join(PARTS)}")
     if urlsplit(options.redis).hostname not in ("127.0.0.1", "localhost", "::1"):
         parser.error("--redis must be on loopback (127.0.0.1, localhost or ::1)")
     return options
@@ -413,20 +523,31 @@ def run_batch(kind: Kind, n: int, *, zeo_pid: int, issued: list[str]) -> Batch:
 
 
 def measure_throughput(
-    kinds: list[Kind], *, tasks: int, rounds: int, zeo_pid: int, issued: list[str]
+    kinds: list[Kind],
+    *,
+    tasks: int,
+    rounds: int,
+    zeo_pid: int,
+    issued: list[str],
+    after_batch: Callable[[Kind, int], None] | None = None,
 ) -> dict[str, list[Batch]]:
-    """Rounds over all kinds, in a rotating order. Returns the batches per kind."""
+    """Rounds over all kinds, in a rotating order. Returns the batches per kind.
+
+    ``after_batch(kind, n)`` is called after each batch (warm-ups too), its tasks done."""
+    after_batch = after_batch or (lambda kind, n: None)
     batches = {k.key: [] for k in kinds}
     print(f"Warming up ({min(50, tasks)} tasks of each kind)...", flush=True)
     for kind in kinds:
         select_kind(kind)
         run_batch(kind, min(50, tasks), zeo_pid=zeo_pid, issued=issued)
+        after_batch(kind, min(50, tasks))
     for round_no in range(rounds):
         shift = round_no % len(kinds)
         rates = {}
         for kind in kinds[shift:] + kinds[:shift]:
             select_kind(kind)
             batch = run_batch(kind, tasks, zeo_pid=zeo_pid, issued=issued)
+            after_batch(kind, tasks)
             batches[kind.key].append(batch)
             rates[kind.key] = batch.rate
         print(
@@ -615,6 +736,108 @@ def result_store_summary(numbers: dict) -> str:
     )
 
 
+# -- 4. worker memory (goal 5) ------------------------------------------------
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of ``pid`` in KiB (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def pool_pids(worker_pid: int) -> list[int]:
+    try:
+        children = Path(f"/proc/{worker_pid}/task/{worker_pid}/children").read_text()
+        return [int(p) for p in children.split()]
+    except OSError:
+        return []
+
+
+class MemoryProbe:
+    """Resident memory of the Zope worker (main and pool process) after N Zope tasks.
+
+    ``after(kind, n)`` counts the tasks of each finished batch; the first time the count
+    reaches a mark, the worker's RSS is read (all its tasks so far are done).
+    """
+
+    def __init__(self, worker_pid: int, marks: list[int]):
+        self.worker_pid = worker_pid
+        self.marks = sorted(marks)
+        self.count = 0
+        self.samples: dict[str, dict] = {}
+
+    def after(self, kind, n: int) -> None:
+        if kind.outbox is None:  # a plain worker's batch
+            return
+        self.add(n)
+
+    def add(self, n: int) -> None:
+        self.count += n
+        for mark in self.marks:
+            if self.count >= mark and str(mark) not in self.samples:
+                pools = pool_pids(self.worker_pid)
+                self.samples[str(mark)] = {
+                    "tasks": self.count,
+                    "main_kib": rss_kib(self.worker_pid),
+                    "pool_kib": sum(rss_kib(p) for p in pools),
+                    "pool_pids": pools,
+                }
+
+    def top_up(self, send: Callable[[int], list], app, issued: list[str]) -> None:
+        """Zope no-op tasks until the last mark is reached."""
+        from celery.result import ResultSet
+
+        while self.count < self.marks[-1]:
+            n = min(200, self.marks[-1] - self.count)
+            results = send(n)
+            issued.extend(r.id for r in results)
+            ResultSet(results, app=app).get(timeout=RESULT_TIMEOUT)
+            self.add(n)
+
+    def numbers(self) -> dict:
+        from collective.plonecelery.devtools.instance import zopeconf
+
+        defaults = zopeconf.write_zope_conf.__kwdefaults__
+        return {
+            "samples": self.samples,
+            "zodb_cache_size": defaults.get("cache_size"),
+            "zodb_cache_size_bytes": defaults.get("cache_size_bytes"),
+        }
+
+
+def memory_goal(numbers: dict) -> dict:
+    marks = sorted(numbers["samples"], key=int)
+    first, last = numbers["samples"][marks[0]], numbers["samples"][marks[-1]]
+    total_first = first["main_kib"] + first["pool_kib"]
+    total_last = last["main_kib"] + last["pool_kib"]
+    return goal(
+        f"5. worker RSS (main + pool), {last['tasks']:,} vs {first['tasks']:,} tasks",
+        value=round(total_last / 1024, 1),
+        baseline=round(total_first / 1024, 1),
+        target=1.1,
+        higher=False,
+        unit="MiB",
+    )
+
+
+def memory_summary(numbers: dict) -> str:
+    parts = [
+        f"after {s['tasks']:,} tasks: main {s['main_kib'] / 1024:.0f} MiB, pool "
+        f"{s['pool_kib'] / 1024:.0f} MiB"
+        for s in numbers["samples"].values()
+    ]
+    return (
+        "Worker resident memory (the benchmark's Zope worker, prefork -c 1, ZODB cache-size "
+        f"{numbers['zodb_cache_size']} objects, cache-size-bytes "
+        f"{numbers['zodb_cache_size_bytes']}): " + "; ".join(parts) + "."
+    )
+
+
 # -- reporting -----------------------------------------------------------------
 
 
@@ -674,7 +897,9 @@ def throughput_numbers(kinds: list[Kind], batches: dict[str, list[Batch]]) -> di
                     [b.rate / p.rate for b, p in zip(mine, batches["plain-defaults"], strict=True)]
                 ),
                 3,
-            ),
+            )
+            if "plain-defaults" in batches
+            else None,
             "in_task_ms": ms(median(run_times)) if run_times else None,
             "worker_cpu_ms": ms(median([b.worker_cpu for b in mine])),
             "zeo_cpu_ms": ms(median([b.zeo_cpu for b in mine])),
@@ -762,19 +987,20 @@ def roundtrip_table(numbers: dict) -> str:
 
 # -- the goals of issue 12 -----------------------------------------------------
 
-#: Goals of issue 12 this script does not measure (yet): what they need.
-NOT_MEASURED = (
-    ("3. outbox steady state, 100,000 mixed tasks", "pending <= rate x (grace + relay) + c"),
-    ("4. webhook endpoint (make bench-webhooks)", "latency <= 1.5x REST POST, ..."),
-    ("5. scaling: 2 workers vs 1", ">= 1.6x"),
-    ("6. task table per broker (RabbitMQ, SQLite)", "table"),
-)
+#: The goals of issue 12 by part, for the lines of parts a run left out (``--parts``).
+PART_GOALS = {
+    "core": "1.-2. throughput, round trip, request side; 5. worker memory",
+    "steady": "3. outbox steady state",
+    "web": "4. webhook endpoint; 5. import scaling, folder growth",
+    "brokers": "6. task table per broker",
+}
 
 
 def goal(name, *, value, baseline, target: float, higher: bool, unit="", ratio=None) -> dict:
     """One line of the goal table; ``ratio`` is ``value / baseline`` unless given (the
     throughput ratios come from the rounds, not from the two medians)."""
-    ratio = value / baseline if ratio is None else ratio
+    if ratio is None:
+        ratio = value / baseline if baseline else float("inf")
     met = ratio >= target if higher else ratio <= target
     return {
         "goal": name,
@@ -789,6 +1015,26 @@ def goal(name, *, value, baseline, target: float, higher: bool, unit="", ratio=N
 
 def goals(data: dict) -> list[dict]:
     """Each goal of issue 12 that this run measures, against its baseline of this run."""
+    rows = core_goals(data) if "throughput" in data else []
+    if "memory" in data:
+        rows.append(memory_goal(data["memory"]))
+    if "steady" in data:
+        import steady
+
+        rows += steady.goals(data["steady"])
+    if "web" in data:
+        import web
+
+        rows += web.goals(data["web"])
+    if "brokers" in data:
+        import brokers
+
+        rows += brokers.goals(data["brokers"])
+    return sorted(rows, key=lambda r: int(r["goal"].split(".", 1)[0]))
+
+
+def core_goals(data: dict) -> list[dict]:
+    """Goals 1 and 2."""
     tp, rt, commit = data["throughput"], data["roundtrip"], data["commit"]
     rows = []
     for key, name, target in (
@@ -834,19 +1080,32 @@ def goals(data: dict) -> list[dict]:
     return rows
 
 
-def goal_table(rows: list[dict]) -> str:
+def goal_table(rows: list[dict], *, parts=PARTS) -> str:
+    def shown(value, unit):
+        if value is None:
+            return "-"
+        if isinstance(value, str):
+            return f"{value} {unit}".strip()
+        if isinstance(value, int):
+            return f"{value:,} {unit}".strip()
+        return f"{value:.2f} {unit}".strip()
+
     lines = [
         [
             r["goal"],
-            f"{r['value']:.2f} {r['unit']}",
-            f"{r['baseline']:.2f} {r['unit']}",
-            f"{r['ratio']:.2f}x",
+            shown(r["value"], r["unit"]),
+            shown(r["baseline"], r["unit"]),
+            "-" if r["ratio"] is None else f"{r['ratio']:.2f}x",
             r["target"],
             "met" if r["met"] else "NOT MET",
         ]
         for r in rows
     ]
-    lines += [[name, "-", "-", "-", target, "not measured"] for name, target in NOT_MEASURED]
+    lines += [
+        [PART_GOALS[part], "-", "-", "-", "-", "not run (--parts)"]
+        for part in PARTS
+        if part not in parts
+    ]
     return table(["goal (issue 12)", "ours", "baseline", "ratio", "goal", "result"], lines)
 
 
@@ -869,7 +1128,22 @@ REQUIRED = {
     "goals": None,
     "result_store": ("celery_ms", "ours_ms", "ratio"),
     "outbox": ("counts", "relay_runs", "relay_p50_ms", "relay_max_ms"),
+    "memory": ("samples", "zodb_cache_size"),
+    "steady": (
+        "tasks",
+        "rate",
+        "samples",
+        "max_pending",
+        "pending_bound",
+        "relay_p50_ms",
+        "relay_max_ms",
+        "relayed_again",
+    ),
+    "web": ("endpoint", "scaling", "growth"),
+    "brokers": None,  # the brokers the run was asked for (``--brokers``): see missing_keys()
 }
+#: Every goal of issue 12 has at least one line in the goal table of a full run.
+GOAL_NUMBERS = ("1", "2", "3", "4", "5", "6")
 
 
 def missing_keys(data: dict) -> list[str]:
@@ -880,8 +1154,11 @@ def missing_keys(data: dict) -> list[str]:
             missing.append(section)
             continue
         missing += [f"{section}.{key}" for key in keys or () if key not in data[section]]
-    if "goals" in data and len(data["goals"]) != 7:
-        missing.append("goals (7 measured goals)")
+    if "brokers" in data:
+        asked = data.get("options", {}).get("brokers") or BROKER_NAMES
+        missing += [f"brokers.{name}" for name in asked if name not in data["brokers"]]
+    numbers = {row["goal"].split(".", 1)[0] for row in data.get("goals", ())}
+    missing += [f"goals (a line for goal {n})" for n in GOAL_NUMBERS if n not in numbers]
     return missing
 
 
@@ -905,11 +1182,26 @@ def cleanup_redis(client_url: str, *, queues: list[str], backend_url: str, ids: 
 def command_line(options) -> str:
     if options.quick:
         return ".venv/bin/python benchmarks/run.py --quick"
-    return (
+
+    def csv(values) -> str:
+        return ",".join(str(v) for v in values)
+
+    line = (
         f".venv/bin/python benchmarks/run.py --tasks {options.tasks} "
         f"--rounds {options.rounds} --roundtrips {options.roundtrips} "
-        f"--commits {options.commits} --commit-reps {options.commit_reps}"
+        f"--commits {options.commits} --commit-reps {options.commit_reps} "
+        f"--memory-marks {csv(options.memory_marks)} "
+        f"--steady-tasks {options.steady_tasks} --steady-rate {options.steady_rate:g} "
+        f"--steady-grace {options.steady_grace:g} --steady-relay {options.steady_relay:g} "
+        f"--steady-retention {options.steady_retention:g} "
+        f"--web-senders {csv(options.web_senders)} --scale-posts {options.scale_posts} "
+        f"--growth-levels {csv(options.growth_levels)} --growth-posts {options.growth_posts} "
+        f"--brokers {csv(options.brokers)} --broker-tasks {options.broker_tasks} "
+        f"--broker-rounds {options.broker_rounds} --sql-broker-tasks {options.sql_broker_tasks}"
     )
+    if list(options.parts) != list(PARTS):
+        line += f" --parts {csv(options.parts)}"
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -928,7 +1220,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     base_dir = Path(tempfile.mkdtemp(prefix="plonecelery-bench-"))
-    json_path = options.json or (base_dir / "latest.json" if options.quick else DEFAULT_JSON)
+    partial = list(options.parts) != list(PARTS)
+    json_path = options.json or (
+        base_dir / "latest.json" if options.quick or partial else DEFAULT_JSON
+    )
     environment = setup.environment()
     os.environ.update(environment)
     # This process queues the baselines' tasks through the same plain app; the
@@ -999,6 +1294,8 @@ def main(argv: list[str] | None = None) -> int:
         json_path.write_text(json.dumps(data, indent=1) + "\n")
         print(f"\nEvery number: {json_path}")
         missing = missing_keys(json.loads(json_path.read_text()))
+        if list(options.parts) != list(PARTS):
+            missing = []  # a partial run (--parts) lacks the other parts' keys by design
         if missing:
             print(f"The JSON lacks: {', '.join(missing)}", file=sys.stderr)
             return 1
@@ -1016,14 +1313,22 @@ def main(argv: list[str] | None = None) -> int:
         if failed or options.keep:
             print(f"Logs and data kept in {base_dir}", file=sys.stderr)
         else:
-            shutil.rmtree(base_dir, ignore_errors=True)
+            remove_directory(base_dir)
     return 0
 
 
+def remove_directory(path: Path, *, attempts: int = 5) -> None:
+    """Remove the run's directory; ZEO may still write its index there as it stops."""
+    for _ in range(attempts):
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            return
+        time.sleep(1)
+    print(f"Could not remove {path} entirely", file=sys.stderr)
+
+
 def run_measurements(*, harness, options, setup: Setup, plain_workers, issued: list[str]):
-    """Every measurement; returns its numbers and the report text."""
-    import bench_tasks
-    import plain_celery
+    """Every measurement of ``options.parts``; returns its numbers and the report text."""
     import transaction
     from plone import api
 
@@ -1034,6 +1339,62 @@ def run_measurements(*, harness, options, setup: Setup, plain_workers, issued: l
             uids[name] = doc.UID()
         transaction.commit()
 
+    data: dict = {}
+    sections: list[str] = []
+    if "core" in options.parts:
+        core_data, core_sections = measure_core(
+            harness=harness,
+            options=options,
+            setup=setup,
+            plain_workers=plain_workers,
+            issued=issued,
+            uids=uids,
+        )
+        data.update(core_data)
+        sections += core_sections
+    if "web" in options.parts:
+        import web
+
+        data["web"] = web.measure(harness=harness, options=options, setup=setup, issued=issued)
+        sections.append(web.report(data["web"]))
+    if "steady" in options.parts:
+        import steady
+
+        data["steady"] = steady.measure(
+            harness=harness,
+            options=options,
+            read_uid=uids["bench-read"],
+            expected_title="bench-read",
+            write_id="bench-write",
+            issued=issued,
+            # The brokers' part starts workers of its own: no need to start ours again.
+            restart="brokers" not in options.parts,
+        )
+        sections.append(steady.report(data["steady"]))
+    if "brokers" in options.parts:
+        import brokers
+
+        data["brokers"] = brokers.measure(
+            harness=harness,
+            options=options,
+            setup=setup,
+            plain_workers=plain_workers,
+            read_uid=uids["bench-read"],
+            write_id="bench-write",
+            issued=issued,
+        )
+        sections.append(brokers.report(data["brokers"]))
+    data["goals"] = goals(data)
+    sections.insert(0, goal_table(data["goals"], parts=options.parts))
+    sections.insert(0, "Goals of issue 12, each against its baseline of this run:")
+    return data, "\n\n".join(sections)
+
+
+def measure_core(*, harness, options, setup: Setup, plain_workers, issued: list[str], uids):
+    """Goals 1 and 2 (and the worker memory of goal 5): throughput, round trips, commits."""
+    import bench_tasks
+    import plain_celery
+
     outbox_modes = (False, True)
     kinds = throughput_kinds(
         harness=harness,
@@ -1043,6 +1404,7 @@ def run_measurements(*, harness, options, setup: Setup, plain_workers, issued: l
         read_uid=uids["bench-read"],
         write_id="bench-write",
     )
+    probe = MemoryProbe(harness.worker.pid, options.memory_marks)
     print(f"Throughput: {options.rounds} rounds of {options.tasks} tasks per kind", flush=True)
     batches = measure_throughput(
         kinds,
@@ -1050,6 +1412,7 @@ def run_measurements(*, harness, options, setup: Setup, plain_workers, issued: l
         rounds=options.rounds,
         zeo_pid=harness.zeo.process.pid,
         issued=issued,
+        after_batch=probe.after,
     )
 
     runners = {
@@ -1076,6 +1439,11 @@ def run_measurements(*, harness, options, setup: Setup, plain_workers, issued: l
         flush=True,
     )
     roundtrips = measure_roundtrips(runners, count=options.roundtrips, rounds=options.rounds)
+    probe.add(sum(len(times) for key, times in roundtrips.items() if key != "plain"))
+    probe.add(2 * min(5, options.roundtrips))  # the two Zope kinds' warm-ups
+    set_outbox(True)
+    print(f"Worker memory: Zope no-op tasks up to {probe.marks[-1]:,} in all", flush=True)
+    probe.top_up(zope_sender(harness, bench_tasks.noop), bench_tasks.noop.app, issued)
 
     variants = commit_variants(outbox_modes)
     print(
@@ -1106,11 +1474,9 @@ def run_measurements(*, harness, options, setup: Setup, plain_workers, issued: l
         "commit": commit_numbers(variants, blocks),
         "outbox": relay_numbers(harness),
         "result_store": stores,
+        "memory": probe.numbers(),
     }
-    data["goals"] = goals(data)
     sections = [
-        "Goals of issue 12, each against its baseline of this run:",
-        goal_table(data["goals"]),
         "Throughput, one worker (prefork -c 1). Medians over rounds; 'range' is "
         "min-max over rounds; 'vs plain' is the median of the ratios to the plain "
         "no-op of the same round with our delivery settings (acks_late, prefetch 1), "
@@ -1127,8 +1493,9 @@ def run_measurements(*, harness, options, setup: Setup, plain_workers, issued: l
         commit_table(data["commit"]),
         result_store_summary(data["result_store"]),
         relay_summary(data["outbox"]),
+        memory_summary(data["memory"]),
     ]
-    return data, "\n\n".join(sections)
+    return data, sections
 
 
 def mode_key(outbox: bool | None) -> str:

@@ -43,6 +43,7 @@ import shlex
 import struct
 import sys
 import threading
+import time
 import zlib
 from datetime import UTC
 from datetime import datetime
@@ -150,6 +151,9 @@ class DemoBlog:
     def __init__(self, *, key: str = DEMO_KEY, base_url: str = f"http://127.0.0.1:{DEFAULT_PORT}"):
         self.key = key
         self.base_url = base_url.rstrip("/")
+        #: Seconds every Content API answer waits before it is sent (a remote blog's latency;
+        #: benchmarks/run.py sets it). Images and demo controls answer at once.
+        self.latency = 0.0
         self._lock = threading.Lock()
         self._posts: dict[str, dict[str, Any]] = {}
         for seed in _SEED:
@@ -203,7 +207,8 @@ class DemoBlog:
                     "tags": ["Demo"],
                     "authors": ["Ada Lovelace"],
                     "status": "published",
-                    "published_at": f"2023-01-01T00:{n // 60:02d}:{n % 60:02d}.000+00:00",
+                    "published_at": f"2023-01-01T{n // 3600 % 24:02d}:{n // 60 % 60:02d}:"
+                    f"{n % 60:02d}.000+00:00",
                     "updated_at": _now(),
                     "color": (n % 256, 90, 160),
                 }
@@ -363,6 +368,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _content_api(self, rest: str, query: dict[str, str]) -> None:
         blog = self.server.blog
+        if blog.latency > 0:
+            time.sleep(blog.latency)
         if not query.get("key"):
             self._ghost_error(403, "NoPermissionError", "Authorization failed: no Content API key")
             return
