@@ -62,10 +62,6 @@ def import_now(self, REQUEST=None):
 '''
 
 
-def percentile(values: list[float], pct: int) -> float:
-    return wl.percentile(values, pct)
-
-
 def send_requests(*, senders: int, per_sender: int, request) -> tuple[list, float]:
     """``senders`` threads call ``request(client, sender, seq)`` -> error or None, timed.
 
@@ -92,16 +88,7 @@ def send_requests(*, senders: int, per_sender: int, request) -> tuple[list, floa
             failures.append(exc)
             start.abort()
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(senders)]
-    for thread in threads:
-        thread.start()
-    start.wait()
-    began = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - began
-    if failures:
-        raise RuntimeError(f"A sender failed: {failures[0]!r}") from failures[0]
+    wall = wl.run_together(run, senders=senders, start=start, failures=failures)
     return [r for rs in results for r in rs], wall
 
 
@@ -114,8 +101,8 @@ def summary(samples: list, wall: float, **extra) -> dict:
         "error_kinds": dict(errors.most_common(3)),
         "req_per_s": round(len(ok) / wall, 2) if wall else 0.0,
         "p50_ms": ms(statistics.median(ok)) if ok else None,
-        "p90_ms": ms(percentile(ok, 90)) if ok else None,
-        "p99_ms": ms(percentile(ok, 99)) if ok else None,
+        "p90_ms": ms(wl.percentile(ok, 90)) if ok else None,
+        "p99_ms": ms(wl.percentile(ok, 99)) if ok else None,
         "max_ms": ms(max(ok)) if ok else None,
         **extra,
     }
@@ -130,8 +117,8 @@ def phase_summary(phase) -> dict:
         "error_kinds": dict(Counter(s.error for s in phase.errors).most_common(3)),
         "req_per_s": round(phase.rate, 2),
         "p50_ms": ms(statistics.median(lat)) if lat else None,
-        "p90_ms": ms(percentile(lat, 90)) if lat else None,
-        "p99_ms": ms(percentile(lat, 99)) if lat else None,
+        "p90_ms": ms(wl.percentile(lat, 90)) if lat else None,
+        "p99_ms": ms(wl.percentile(lat, 99)) if lat else None,
         "max_ms": ms(max(lat)) if lat else None,
         "conflict_retries": sum(phase.conflicts.values()),
         "queue_depth": phase.queue_depth,

@@ -358,23 +358,37 @@ def send_phase(
                         response, duplicate=duplicate and key not in refused_before
                     )
                     results[index].append(Sent(key, elapsed, response.status_code, task, error))
-        except BaseException as exc:  # reported by the main thread
+        except BaseException as exc:  # reported by run_together
             failures.append(exc)
             start.abort()
 
+    wall = run_together(sender, senders=senders, start=start, failures=failures)
+    return [s for sent in results for s in sent], wall
+
+
+def run_together(target, *, senders: int, start: threading.Barrier, failures: list) -> float:
+    """Run ``target(index)`` in ``senders`` threads that wait on ``start`` (a barrier of
+    ``senders + 1``); the wall time from the common start to the last thread's end.
+
+    A target appends what it raised to ``failures`` (and aborts ``start``): the first is
+    raised here.
+    """
     threads = [
-        threading.Thread(target=sender, args=(i,), name=f"sender-{i}") for i in range(senders)
+        threading.Thread(target=target, args=(i,), name=f"sender-{i}") for i in range(senders)
     ]
     for thread in threads:
         thread.start()
-    start.wait()
+    try:
+        start.wait()
+    except threading.BrokenBarrierError:
+        pass  # a sender failed before the start: its error is raised below
     began = time.perf_counter()
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - began
     if failures:
         raise RuntimeError(f"A sender thread failed: {failures[0]!r}") from failures[0]
-    return [s for sent in results for s in sent], wall
+    return wall
 
 
 # -- measuring around a phase ----------------------------------------------------
