@@ -73,6 +73,12 @@ def report_progress(done: int, total: int | None, message: str | None = None) ->
     return True
 
 
+def stored_owner_is(backend, task_id: str, *, user: str | None, site: str) -> bool:
+    """Whether the owner record of ``task_id`` (see :func:`_store_owner`) names ``user``."""
+    owner = backend.get_task_meta(owner_id(task_id)).get("result")
+    return isinstance(owner, dict) and (owner.get("user"), owner.get("site")) == (user, site)
+
+
 def _store_owner(task, task_id: str, envelope: dict) -> None:
     """For an id that does not name its owner: who queued the task, beside its result."""
     task.backend.store_result(

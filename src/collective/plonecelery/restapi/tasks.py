@@ -30,7 +30,7 @@ from ..app import app
 from ..blogs import backfills
 from ..exceptions import ServiceError
 from ..operations import recent_tasks
-from ..progress import owner_id
+from ..progress import stored_owner_is
 from ..taskids import is_owner
 from .service import ManagerService
 
@@ -62,8 +62,8 @@ class TasksGet(ManagerService):
         if not manager:
             user = api.user.get_current().getId()
             site = "/".join(self.context.getPhysicalPath())
-            if not is_owner(task_id, user=user, site=site) and not self.stored_owner_is(
-                task_id, user=user, site=site
+            if not is_owner(task_id, user=user, site=site) and not stored_owner_is(
+                backend, task_id, user=user, site=site
             ):
                 # 404, not 403: whether a task of someone else exists is not ours to say.
                 raise ServiceError(404, "NotFound", f"No task {task_id!r} of yours here.")
@@ -72,12 +72,6 @@ class TasksGet(ManagerService):
             "@id": f"{self.context.absolute_url()}/@celery-tasks/{task_id}",
             **recent_tasks.task_data(task_id, meta),
         }
-
-    @staticmethod
-    def stored_owner_is(task_id: str, *, user: str, site: str) -> bool:
-        """For ids chosen by the caller: the owner record of the first progress report."""
-        owner = app.backend.get_task_meta(owner_id(task_id)).get("result")
-        return isinstance(owner, dict) and (owner.get("user"), owner.get("site")) == (user, site)
 
     def listing(self) -> dict:
         try:
